@@ -1,0 +1,28 @@
+// A model the node can serve. The models issue grows this into a catalogue with downloads; the
+// core only needs enough to place and load an instance.
+import type { ModelId } from "../shared/ids.ts";
+
+export interface ModelCard {
+  readonly modelId: ModelId;
+  readonly name: string;
+  readonly layerCount: number;
+  readonly sizeBytes: number;
+  readonly contextLength: number;
+  /** Local GGUF path when the file is on this node; null when it still has to be downloaded. */
+  readonly path: string | null;
+  /** Module whose createEngine() serves this model; null = the built-in GGUF engine. */
+  readonly engineModule: string | null;
+  readonly engineOptions: Readonly<Record<string, unknown>>;
+}
+
+export interface ModelRegistry {
+  /** Models this node can serve now, the default first. */
+  list(): readonly ModelCard[];
+  get(modelId: string): ModelCard | undefined;
+}
+
+/** A registry over a fixed list of cards (the bundled model, cards given by tests). */
+export function staticModelRegistry(cards: readonly ModelCard[]): ModelRegistry {
+  const byId = new Map(cards.map((c) => [c.modelId as string, c]));
+  return { list: () => cards, get: (id) => byId.get(id) };
+}

@@ -1,0 +1,56 @@
+// What a worker sees of one runner child process. The implementation (supervisor.ts) owns the
+// process, its IPC channel and its watchdog; the worker only sends intents and receives reports.
+import type { EngineShardSpec } from "../engine/engine.ts";
+import type { RunnerId, TaskId } from "../shared/ids.ts";
+import type { Chunk, FinishReason, GenerationParams, RunnerStatus } from "../shared/types.ts";
+
+export type RunnerReport =
+  | { readonly type: "status"; readonly runnerId: RunnerId; readonly status: RunnerStatus }
+  | {
+      readonly type: "prefillProgress";
+      readonly runnerId: RunnerId;
+      readonly taskId: TaskId;
+      readonly processedTokens: number;
+      readonly totalTokens: number;
+    }
+  | { readonly type: "chunk"; readonly runnerId: RunnerId; readonly taskId: TaskId; readonly chunk: Chunk }
+  | {
+      readonly type: "taskEnded";
+      readonly runnerId: RunnerId;
+      readonly taskId: TaskId;
+      readonly status: "Complete" | "Cancelled" | "Failed";
+      readonly finishReason: FinishReason;
+      readonly failureReason: string | null;
+      readonly promptTokens: number;
+      readonly tokensGenerated: number;
+    }
+  /** The process is gone (exit, crash, or killed by the watchdog). No further reports follow. */
+  | { readonly type: "exited"; readonly runnerId: RunnerId; readonly reason: string };
+
+export interface RunnerTask {
+  readonly taskId: TaskId;
+  readonly params: GenerationParams;
+}
+
+export interface RunnerHandle {
+  readonly runnerId: RunnerId;
+  /** Load the shard; reports Loading{…} per layer, then Loaded (or Failed). */
+  load(spec: EngineShardSpec, engineModule: string): void;
+  /** Reports WarmingUp, then Ready. */
+  warmup(): void;
+  /** Reports Running{taskId}, chunks, taskEnded, then Ready. One task at a time. */
+  startTask(task: RunnerTask): void;
+  /** Stops the task before its next decode step or prefill chunk. Unknown/finished ids are ignored. */
+  cancel(taskId: TaskId): void;
+  /** Cancels whatever runs, then ends the process: ShuttingDown, Shutdown, exited. */
+  shutdown(): Promise<void>;
+  /** SIGKILL, for a process that does not answer. */
+  kill(): void;
+}
+
+export interface RunnerSpawnOptions {
+  readonly runnerId: RunnerId;
+  readonly onReport: (report: RunnerReport) => void;
+}
+
+export type SpawnRunner = (options: RunnerSpawnOptions) => RunnerHandle;

@@ -1,0 +1,31 @@
+// Every queue, map and buffer in skein has a named limit. Going over one is an explicit error.
+
+/** Tasks waiting for a runner per instance; the next request gets 429. */
+export const TASKS_PENDING_PER_INSTANCE_MAX = 64;
+/** Tasks alive in State at once (all instances); protects every map that is keyed by task. */
+export const TASKS_MAX = 1024;
+/** Tokens of a prompt processed per prefill call: cancel checks and progress happen between chunks. */
+export const PREFILL_CHUNK_TOKENS = 256;
+/** Out-of-order events a replica holds while waiting for a gap to fill before asking for the log. */
+export const EVENT_REORDER_MAX = 1024;
+/** Events returned by one RequestEventLog / GET /events page. */
+export const EVENT_LOG_PAGE_MAX = 4096;
+/** Request bodies over this many bytes get 413. */
+export const REQUEST_BODY_BYTES_MAX = 4 * 1024 * 1024;
+/** Messages in one chat request. */
+export const CHAT_MESSAGES_MAX = 4096;
+/** max_tokens cap; larger values are refused with 400. */
+export const GENERATION_TOKENS_MAX = 1 << 20;
+/** Stop strings per request (OpenAI allows 4; we allow a few more). */
+export const STOP_STRINGS_MAX = 16;
+/** A runner that sends no heartbeat for this long while loaded is considered hung. */
+export const RUNNER_HEARTBEAT_TIMEOUT_MS = 10_000;
+/** How often a runner sends a heartbeat. */
+export const RUNNER_HEARTBEAT_INTERVAL_MS = 1_000;
+/** Restarts of one runner within RUNNER_RESTART_WINDOW_MS before it stays Failed. */
+export const RUNNER_RESTARTS_MAX = 5;
+export const RUNNER_RESTART_WINDOW_MS = 60_000;
+/** Keep-alive comment interval on SSE streams while no token has arrived yet. */
+export const SSE_KEEPALIVE_MS = 2_000;
+/** Events kept in memory for GET /events replay before a client must re-read /state. */
+export const EVENT_HISTORY_IN_MEMORY_MAX = 65_536;

@@ -1,0 +1,233 @@
+// The wire and state vocabulary of skein: one zod schema per message, TS types inferred from them.
+// Commands flow API → master, events flow master → every node (indexed), worker events flow
+// worker → master (unindexed, validated and then indexed by the master).
+import { z } from "zod";
+import {
+  CommandIdSchema,
+  InstanceIdSchema,
+  ModelIdSchema,
+  NodeIdSchema,
+  RunnerIdSchema,
+  TaskIdSchema,
+} from "./ids.ts";
+import { CHAT_MESSAGES_MAX, GENERATION_TOKENS_MAX, STOP_STRINGS_MAX } from "./limits.ts";
+
+// ── generation parameters ─────────────────────────────────────────────────────────────────────
+
+export const ChatRoleSchema = z.enum(["system", "developer", "user", "assistant", "tool"]);
+export type ChatRole = z.infer<typeof ChatRoleSchema>;
+
+export const ChatMessageSchema = z.object({
+  role: ChatRoleSchema,
+  content: z.string(),
+});
+export type ChatMessage = z.infer<typeof ChatMessageSchema>;
+
+/** Sampling and stopping, already normalised by the API adapter (snake_case → camelCase, defaults). */
+export const GenerationParamsSchema = z.object({
+  messages: z.array(ChatMessageSchema).min(1).max(CHAT_MESSAGES_MAX),
+  maxTokens: z.number().int().min(1).max(GENERATION_TOKENS_MAX).nullable(),
+  temperature: z.number().min(0).max(2),
+  topP: z.number().gt(0).max(1),
+  topK: z.number().int().min(0),
+  minP: z.number().min(0).max(1),
+  seed: z.number().int().nullable(),
+  stop: z.array(z.string().min(1)).max(STOP_STRINGS_MAX),
+  presencePenalty: z.number().min(-2).max(2),
+  frequencyPenalty: z.number().min(-2).max(2),
+  repetitionPenalty: z.number().gt(0).max(10),
+  logprobs: z.boolean(),
+  topLogprobs: z.number().int().min(0).max(20),
+});
+export type GenerationParams = z.infer<typeof GenerationParamsSchema>;
+
+// ── statuses ──────────────────────────────────────────────────────────────────────────────────
+
+export const TaskStatusSchema = z.enum(["Pending", "Running", "Complete", "Cancelled", "Failed"]);
+export type TaskStatus = z.infer<typeof TaskStatusSchema>;
+export const TERMINAL_TASK_STATUSES: readonly TaskStatus[] = ["Complete", "Cancelled", "Failed"];
+export const isTaskTerminal = (s: TaskStatus): boolean => TERMINAL_TASK_STATUSES.includes(s);
+
+export const FinishReasonSchema = z.enum(["stop", "length", "cancelled", "error"]);
+export type FinishReason = z.infer<typeof FinishReasonSchema>;
+
+export const RunnerStatusSchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("Idle") }),
+  z.object({ kind: z.literal("Loading"), layersLoaded: z.number().int().min(0), layerCount: z.number().int().min(0) }),
+  z.object({ kind: z.literal("Loaded") }),
+  z.object({ kind: z.literal("WarmingUp") }),
+  z.object({ kind: z.literal("Ready") }),
+  z.object({ kind: z.literal("Running"), taskId: TaskIdSchema }),
+  z.object({ kind: z.literal("ShuttingDown") }),
+  z.object({ kind: z.literal("Shutdown") }),
+  z.object({ kind: z.literal("Failed"), reason: z.string() }),
+]);
+export type RunnerStatus = z.infer<typeof RunnerStatusSchema>;
+export type RunnerStatusKind = RunnerStatus["kind"];
+
+// ── state entities ────────────────────────────────────────────────────────────────────────────
+
+export const NodeInfoSchema = z.object({
+  nodeId: NodeIdSchema,
+  hostname: z.string(),
+  memoryTotalBytes: z.number().min(0),
+  memoryAvailableBytes: z.number().min(0),
+  cores: z.number().int().min(1),
+  addresses: z.array(z.string()),
+  apiPort: z.number().int().min(0).max(65535),
+  clusterPort: z.number().int().min(0).max(65535),
+});
+export type NodeInfo = z.infer<typeof NodeInfoSchema>;
+
+export const ShardSchema = z.object({
+  runnerId: RunnerIdSchema,
+  nodeId: NodeIdSchema,
+  layerStart: z.number().int().min(0),
+  layerEnd: z.number().int().min(1),
+});
+export type Shard = z.infer<typeof ShardSchema>;
+
+export const ShardingSchema = z.enum(["pipeline"]);
+export type Sharding = z.infer<typeof ShardingSchema>;
+
+export const InstanceSchema = z.object({
+  instanceId: InstanceIdSchema,
+  modelId: ModelIdSchema,
+  sharding: ShardingSchema,
+  layerCount: z.number().int().min(1),
+  /** Ordered by layerStart; together they cover [0, layerCount) without gaps. */
+  shards: z.array(ShardSchema).min(1),
+});
+export type Instance = z.infer<typeof InstanceSchema>;
+
+export const RunnerSchema = z.object({
+  runnerId: RunnerIdSchema,
+  instanceId: InstanceIdSchema,
+  nodeId: NodeIdSchema,
+  status: RunnerStatusSchema,
+});
+export type Runner = z.infer<typeof RunnerSchema>;
+
+export const TaskSchema = z.object({
+  taskId: TaskIdSchema,
+  commandId: CommandIdSchema,
+  instanceId: InstanceIdSchema,
+  modelId: ModelIdSchema,
+  /** The node whose API holds the client connection; if that node restarts, its tasks are orphans. */
+  originNodeId: NodeIdSchema,
+  status: TaskStatusSchema,
+  params: GenerationParamsSchema,
+  promptTokens: z.number().int().min(0),
+  tokensGenerated: z.number().int().min(0),
+  prefill: z.object({ processedTokens: z.number().int().min(0), totalTokens: z.number().int().min(0) }).nullable(),
+  finishReason: FinishReasonSchema.nullable(),
+  failureReason: z.string().nullable(),
+});
+export type Task = z.infer<typeof TaskSchema>;
+
+export const DownloadProgressSchema = z.object({
+  modelId: ModelIdSchema,
+  status: z.enum(["pending", "downloading", "complete", "failed"]),
+  downloadedBytes: z.number().min(0),
+  totalBytes: z.number().min(0),
+  error: z.string().nullable(),
+});
+export type DownloadProgress = z.infer<typeof DownloadProgressSchema>;
+
+// ── events (master → all, indexed) ───────────────────────────────────────────────────────────
+
+export const ChunkSchema = z.object({
+  /** 0-based position of this chunk in the task's stream. */
+  index: z.number().int().min(0),
+  text: z.string(),
+  /** Tokens generated so far, including this chunk's. */
+  tokensGenerated: z.number().int().min(0),
+  logprobs: z
+    .array(z.object({ token: z.string(), logprob: z.number(), top: z.array(z.object({ token: z.string(), logprob: z.number() })) }))
+    .nullable(),
+});
+export type Chunk = z.infer<typeof ChunkSchema>;
+
+export const EventSchema = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("MasterChanged"), nodeId: NodeIdSchema, term: z.number().int().min(0) }),
+  z.object({ type: z.literal("NodeGatheredInfo"), info: NodeInfoSchema }),
+  z.object({ type: z.literal("NodeTimedOut"), nodeId: NodeIdSchema }),
+  z.object({ type: z.literal("InstanceCreated"), instance: InstanceSchema }),
+  z.object({ type: z.literal("InstanceDeleted"), instanceId: InstanceIdSchema, reason: z.string() }),
+  z.object({ type: z.literal("RunnerStatusUpdated"), runnerId: RunnerIdSchema, status: RunnerStatusSchema }),
+  z.object({ type: z.literal("TaskCreated"), task: TaskSchema }),
+  z.object({
+    type: z.literal("TaskStatusUpdated"),
+    taskId: TaskIdSchema,
+    status: TaskStatusSchema,
+    finishReason: FinishReasonSchema.nullable(),
+    failureReason: z.string().nullable(),
+    /** Final counts, when the runner reports the end of a task. */
+    tokensGenerated: z.number().int().min(0).nullable(),
+    promptTokens: z.number().int().min(0).nullable(),
+  }),
+  z.object({ type: z.literal("TaskPrefillProgress"), taskId: TaskIdSchema, processedTokens: z.number().int().min(0), totalTokens: z.number().int().min(0) }),
+  z.object({ type: z.literal("TaskDeleted"), taskId: TaskIdSchema }),
+  z.object({ type: z.literal("ChunkGenerated"), taskId: TaskIdSchema, chunk: ChunkSchema }),
+  z.object({ type: z.literal("NodeDownloadProgress"), nodeId: NodeIdSchema, progress: DownloadProgressSchema }),
+  z.object({ type: z.literal("TopologyEdgeCreated"), fromNodeId: NodeIdSchema, toNodeId: NodeIdSchema, latencyMs: z.number().min(0).nullable() }),
+  z.object({ type: z.literal("TopologyEdgeDeleted"), fromNodeId: NodeIdSchema, toNodeId: NodeIdSchema }),
+]);
+export type Event = z.infer<typeof EventSchema>;
+export type EventType = Event["type"];
+export type EventOf<T extends EventType> = Extract<Event, { type: T }>;
+
+export const IndexedEventSchema = z.object({
+  idx: z.number().int().min(0),
+  /** Master's clock when the event was indexed (ms since the epoch). Latency is measured from these. */
+  atMs: z.number(),
+  event: EventSchema,
+});
+export type IndexedEvent = z.infer<typeof IndexedEventSchema>;
+
+/**
+ * Events a worker may report about what it owns (its runners and their tasks). The master checks
+ * them against State before indexing; anything else from a worker is refused.
+ */
+export const WORKER_EVENT_TYPES = [
+  "NodeGatheredInfo",
+  "RunnerStatusUpdated",
+  "TaskStatusUpdated",
+  "TaskPrefillProgress",
+  "ChunkGenerated",
+  "NodeDownloadProgress",
+] as const satisfies readonly EventType[];
+export type WorkerEvent = EventOf<(typeof WORKER_EVENT_TYPES)[number]>;
+
+// ── commands (API → master) ──────────────────────────────────────────────────────────────────
+
+/** What the master needs to know of a model to place it (from its card). */
+export const ModelPlacementInfoSchema = z.object({
+  modelId: ModelIdSchema,
+  layerCount: z.number().int().min(1),
+  sizeBytes: z.number().min(0),
+});
+export type ModelPlacementInfo = z.infer<typeof ModelPlacementInfoSchema>;
+
+export const CommandSchema = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("TextGeneration"),
+    commandId: CommandIdSchema,
+    modelId: ModelIdSchema,
+    originNodeId: NodeIdSchema,
+    params: GenerationParamsSchema,
+  }),
+  z.object({ type: z.literal("TaskCancelled"), cancelledCommandId: CommandIdSchema }),
+  z.object({ type: z.literal("TaskFinished"), finishedCommandId: CommandIdSchema }),
+  z.object({
+    type: z.literal("PlaceInstance"),
+    commandId: CommandIdSchema,
+    model: ModelPlacementInfoSchema,
+    minNodes: z.number().int().min(1),
+    sharding: ShardingSchema,
+  }),
+  z.object({ type: z.literal("DeleteInstance"), commandId: CommandIdSchema, instanceId: InstanceIdSchema }),
+  z.object({ type: z.literal("RequestEventLog"), sinceIdx: z.number().int().min(0) }),
+]);
+export type Command = z.infer<typeof CommandSchema>;
+export type CommandOf<T extends Command["type"]> = Extract<Command, { type: T }>;
