@@ -90,6 +90,7 @@ function applyTaskStatusUpdated(s: State, e: EventOf<"TaskStatusUpdated">): Stat
       ...counts,
       status: e.status,
       finishReason: e.finishReason ?? t.finishReason,
+      failureCode: e.failureCode ?? t.failureCode,
       failureReason: e.failureReason ?? t.failureReason,
       prefill: e.status === "Running" ? t.prefill : null,
     };
@@ -129,7 +130,7 @@ function applyInstanceDeleted(s: State, instanceId: InstanceId, reason: string):
   const tasks = Object.fromEntries(
     Object.entries(s.tasks).map(([id, t]) =>
       t.instanceId === instanceId && !isTaskTerminal(t.status)
-        ? [id, { ...t, status: "Failed" as const, finishReason: "error" as const, failureReason: `instance deleted: ${reason}`, prefill: null }]
+        ? [id, { ...t, status: "Failed" as const, finishReason: "error" as const, failureCode: "instance_deleted" as const, failureReason: `instance deleted: ${reason}`, prefill: null }]
         : [id, t],
     ),
   );

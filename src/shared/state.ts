@@ -43,7 +43,7 @@ export const instancesOfModel = (s: State, modelId: string): Instance[] =>
   Object.values(s.instances).filter((i) => i.modelId === modelId);
 
 /** Tasks of an instance in creation order (TaskCreated order = object insertion order). */
-export const tasksOfInstance = (s: State, instanceId: InstanceId): Task[] =>
+export const tasksOfInstance = (s: State, instanceId: InstanceId | null): Task[] =>
   Object.values(s.tasks).filter((t) => t.instanceId === instanceId);
 
 /** The wire shape of GET /state: the contract's snake_case top-level keys. */

@@ -51,6 +51,19 @@ export const isTaskTerminal = (s: TaskStatus): boolean => TERMINAL_TASK_STATUSES
 export const FinishReasonSchema = z.enum(["stop", "length", "cancelled", "error"]);
 export type FinishReason = z.infer<typeof FinishReasonSchema>;
 
+/** Why a task failed, in a form the API maps to an HTTP status (the reason string is for people). */
+export const FailureCodeSchema = z.enum([
+  "no_instance", // no instance serves the model (503)
+  "queue_full", // the instance's queue is at TASKS_PENDING_PER_INSTANCE_MAX (429)
+  "too_many_tasks", // TASKS_MAX reached (429)
+  "bad_request", // the engine refused the input, e.g. a prompt longer than the context (400)
+  "runner_failed", // the runner crashed, hung or failed (500)
+  "instance_deleted", // the instance went away under the task (503)
+  "node_restarted", // the node holding the client restarted (500)
+  "internal", // a bug (500)
+]);
+export type FailureCode = z.infer<typeof FailureCodeSchema>;
+
 export const RunnerStatusSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("Idle") }),
   z.object({ kind: z.literal("Loading"), layersLoaded: z.number().int().min(0), layerCount: z.number().int().min(0) }),
@@ -111,7 +124,8 @@ export type Runner = z.infer<typeof RunnerSchema>;
 export const TaskSchema = z.object({
   taskId: TaskIdSchema,
   commandId: CommandIdSchema,
-  instanceId: InstanceIdSchema,
+  /** null when no instance could take the task (it is then created Failed with failureCode). */
+  instanceId: InstanceIdSchema.nullable(),
   modelId: ModelIdSchema,
   /** The node whose API holds the client connection; if that node restarts, its tasks are orphans. */
   originNodeId: NodeIdSchema,
@@ -121,6 +135,7 @@ export const TaskSchema = z.object({
   tokensGenerated: z.number().int().min(0),
   prefill: z.object({ processedTokens: z.number().int().min(0), totalTokens: z.number().int().min(0) }).nullable(),
   finishReason: FinishReasonSchema.nullable(),
+  failureCode: FailureCodeSchema.nullable(),
   failureReason: z.string().nullable(),
 });
 export type Task = z.infer<typeof TaskSchema>;
@@ -161,6 +176,7 @@ export const EventSchema = z.discriminatedUnion("type", [
     taskId: TaskIdSchema,
     status: TaskStatusSchema,
     finishReason: FinishReasonSchema.nullable(),
+    failureCode: FailureCodeSchema.nullable(),
     failureReason: z.string().nullable(),
     /** Final counts, when the runner reports the end of a task. */
     tokensGenerated: z.number().int().min(0).nullable(),
