@@ -2,7 +2,7 @@
 // process, its IPC channel and its watchdog; the worker only sends intents and receives reports.
 import type { EngineShardSpec } from "../engine/engine.ts";
 import type { RunnerId, TaskId } from "../shared/ids.ts";
-import type { Chunk, FinishReason, GenerationParams, RunnerStatus } from "../shared/types.ts";
+import type { Chunk, FailureCode, FinishReason, GenerationParams, RunnerStatus } from "../shared/types.ts";
 
 export type RunnerReport =
   | { readonly type: "status"; readonly runnerId: RunnerId; readonly status: RunnerStatus }
@@ -21,6 +21,8 @@ export type RunnerReport =
       readonly status: "Complete" | "Cancelled" | "Failed";
       readonly finishReason: FinishReason;
       readonly failureReason: string | null;
+      /** Set with status Failed: "bad_request" when the engine refused the input, else "runner_failed". */
+      readonly failureCode?: FailureCode | null;
       readonly promptTokens: number;
       readonly tokensGenerated: number;
     }
