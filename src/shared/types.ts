@@ -108,6 +108,8 @@ export const InstanceSchema = z.object({
   modelId: ModelIdSchema,
   sharding: ShardingSchema,
   layerCount: z.number().int().min(1),
+  /** The model's size when placed: placement counts size × layer share as claimed on each shard's node. */
+  sizeBytes: z.number().min(0).optional(),
   /** Ordered by layerStart; together they cover [0, layerCount) without gaps. */
   shards: z.array(ShardSchema).min(1),
 });

@@ -1,0 +1,182 @@
+// Where an instance's layers go. Pure: State and the model in, shards out; ids come from the caller.
+//
+// A node's free memory is what it last reported available minus what instances already placed on
+// it claim (model size × the share of layers its shards hold): an instance still loading has not
+// shown up in the node's report yet, and placing two models into the same free gigabytes would fail
+// at load time. Layers are split in proportion to free memory, every node holds ≥ 1 layer, and no
+// node is given more layers than fit. The fewest nodes (≥ minNodes) that fit win: every pipeline
+// stage adds a network hop per token.
+import { assert } from "../shared/assert.ts";
+import type { InstanceId, NodeId, RunnerId } from "../shared/ids.ts";
+import type { State } from "../shared/state.ts";
+import type { Instance, ModelPlacementInfo, NodeInfo } from "../shared/types.ts";
+
+export interface PlannedShard {
+  readonly nodeId: NodeId;
+  readonly layerStart: number;
+  readonly layerEnd: number;
+  /** This shard's share of the model's weights. */
+  readonly sizeBytes: number;
+}
+
+export type PlacementResult = { readonly ok: true; readonly instance: Instance } | { readonly ok: false; readonly reason: string };
+
+export type PlacementPreview =
+  | { readonly nodeCount: number; readonly ok: true; readonly shards: readonly PlannedShard[] }
+  | { readonly nodeCount: number; readonly ok: false; readonly reason: string };
+
+interface NodeCapacity {
+  readonly nodeId: NodeId;
+  readonly freeBytes: number;
+}
+
+type Plan = { readonly ok: true; readonly shards: PlannedShard[] } | { readonly ok: false; readonly reason: string };
+
+/** Places `model` on the fewest nodes (at least minNodes) whose free memory holds it. */
+export function placeInstance(
+  state: State,
+  model: ModelPlacementInfo,
+  minNodes: number,
+  newRunnerId: () => RunnerId,
+  newInstanceId: () => InstanceId,
+): PlacementResult {
+  const capacities = nodeCapacities(state);
+  const nodeCountMin = Math.max(1, Math.floor(minNodes));
+  if (capacities.length < nodeCountMin) {
+    return { ok: false, reason: `${model.modelId} needs at least ${nodeCountMin} node(s); the cluster has ${capacities.length}` };
+  }
+  let lastReason = "";
+  for (let nodeCount = nodeCountMin; nodeCount <= capacities.length; nodeCount++) {
+    const plan = planOnNodes(model, capacities, nodeCount);
+    if (plan.ok) {
+      const instance: Instance = {
+        instanceId: newInstanceId(),
+        modelId: model.modelId,
+        sharding: "pipeline",
+        layerCount: model.layerCount,
+        sizeBytes: model.sizeBytes,
+        shards: plan.shards.map((s) => ({ runnerId: newRunnerId(), nodeId: s.nodeId, layerStart: s.layerStart, layerEnd: s.layerEnd })),
+      };
+      return { ok: true, instance };
+    }
+    lastReason = plan.reason;
+  }
+  return { ok: false, reason: lastReason };
+}
+
+/** For each node count 1..n: where the model would go on that many nodes, or why it cannot. */
+export function previewPlacements(state: State, model: ModelPlacementInfo): PlacementPreview[] {
+  const capacities = nodeCapacities(state);
+  if (capacities.length === 0) return [{ nodeCount: 1, ok: false, reason: "no nodes have reported in yet" }];
+  return capacities.map((_, i) => {
+    const nodeCount = i + 1;
+    const plan = planOnNodes(model, capacities, nodeCount);
+    return plan.ok ? { nodeCount, ok: true, shards: plan.shards } : { nodeCount, ok: false, reason: plan.reason };
+  });
+}
+
+/** Memory placed instances claim on each node, in bytes. Instances without a recorded size claim 0. */
+export function claimedBytesByNode(state: State): Map<NodeId, number> {
+  const claimed = new Map<NodeId, number>();
+  for (const instance of Object.values(state.instances)) {
+    const sizeBytes = instance.sizeBytes ?? 0;
+    for (const shard of instance.shards) {
+      const shardBytes = (sizeBytes * (shard.layerEnd - shard.layerStart)) / instance.layerCount;
+      claimed.set(shard.nodeId, (claimed.get(shard.nodeId) ?? 0) + shardBytes);
+    }
+  }
+  return claimed;
+}
+
+/** Nodes by free memory, most first (ties by id, so the result is deterministic). */
+function nodeCapacities(state: State): NodeCapacity[] {
+  const claimed = claimedBytesByNode(state);
+  return Object.values(state.nodes)
+    .map((node: NodeInfo) => ({ nodeId: node.nodeId, freeBytes: Math.max(0, node.memoryAvailableBytes - (claimed.get(node.nodeId) ?? 0)) }))
+    .sort((a, b) => b.freeBytes - a.freeBytes || (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+}
+
+/**
+ * Split over exactly the `nodeCount` nodes with the most free memory (if they cannot hold the model,
+ * no other choice of that many nodes can).
+ */
+function planOnNodes(model: ModelPlacementInfo, capacities: readonly NodeCapacity[], nodeCount: number): Plan {
+  const layerCount = model.layerCount;
+  if (nodeCount > layerCount) {
+    return { ok: false, reason: `${model.modelId} has ${layerCount} layer(s): it cannot be split over ${nodeCount} nodes` };
+  }
+  const chosen = capacities.slice(0, nodeCount);
+  if (chosen.length < nodeCount) return { ok: false, reason: `the cluster has ${capacities.length} node(s), not ${nodeCount}` };
+  const layerBytes = model.sizeBytes / layerCount;
+  // Most layers each node can hold; with a zero-size model, all of them.
+  const layerCapacities = chosen.map((c) => (layerBytes === 0 ? layerCount : Math.min(layerCount, Math.floor(c.freeBytes / layerBytes))));
+  const tooSmall = chosen.filter((_, i) => layerCapacities[i]! < 1);
+  if (tooSmall.length > 0) {
+    const names = tooSmall.map((c) => `${c.nodeId} has ${formatBytes(c.freeBytes)} free`).join(", ");
+    return { ok: false, reason: `one layer of ${model.modelId} needs ${formatBytes(layerBytes)}; ${names}` };
+  }
+  const layerCapacityTotal = layerCapacities.reduce((a, b) => a + b, 0);
+  if (layerCapacityTotal < layerCount) {
+    const freeTotal = chosen.reduce((a, c) => a + c.freeBytes, 0);
+    const perNode = chosen.map((c) => `${c.nodeId}: ${formatBytes(c.freeBytes)}`).join(", ");
+    return {
+      ok: false,
+      reason:
+        `${model.modelId} needs ${formatBytes(model.sizeBytes)} (${layerCount} layers of ${formatBytes(layerBytes)}); ` +
+        `${nodeCount} node(s) have ${formatBytes(freeTotal)} free (${perNode}), room for ${layerCapacityTotal} layer(s)`,
+    };
+  }
+  const layersPerNode = splitLayers(layerCount, chosen.map((c) => c.freeBytes), layerCapacities);
+  let layerStart = 0;
+  const shards = chosen.map((c, i) => {
+    const layers = layersPerNode[i]!;
+    const shard = { nodeId: c.nodeId, layerStart, layerEnd: layerStart + layers, sizeBytes: layers * layerBytes };
+    layerStart += layers;
+    return shard;
+  });
+  return { ok: true, shards };
+}
+
+/**
+ * Layers per node, proportional to `weights`, each in [1, capacity], summing to layerCount.
+ * Callers guarantee every capacity ≥ 1, their sum ≥ layerCount and weights.length ≤ layerCount.
+ */
+export function splitLayers(layerCount: number, weights: readonly number[], capacities: readonly number[]): number[] {
+  const weightTotal = weights.reduce((a, b) => a + b, 0);
+  const targets = weights.map((w) => (weightTotal === 0 ? layerCount / weights.length : (layerCount * w) / weightTotal));
+  const layers = targets.map((t, i) => Math.min(capacities[i]!, Math.max(1, Math.floor(t))));
+  let assigned = layers.reduce((a, b) => a + b, 0);
+  // Hand out (or take back) one layer at a time where it moves a node closest to its target.
+  while (assigned < layerCount) {
+    const i = pickIndex(layers, (j) => layers[j]! < capacities[j]!, (j) => targets[j]! - layers[j]!);
+    layers[i]! += 1;
+    assigned += 1;
+  }
+  while (assigned > layerCount) {
+    const i = pickIndex(layers, (j) => layers[j]! > 1, (j) => layers[j]! - targets[j]!);
+    layers[i]! -= 1;
+    assigned -= 1;
+  }
+  return layers;
+}
+
+/** The eligible index with the highest score (lowest index on ties). */
+function pickIndex(items: readonly number[], eligible: (i: number) => boolean, score: (i: number) => number): number {
+  let best = -1;
+  for (let i = 0; i < items.length; i++) {
+    if (eligible(i) && (best === -1 || score(i) > score(best))) best = i;
+  }
+  assert(best !== -1, "splitLayers: no node can take or give a layer (caller broke the precondition)");
+  return best;
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(2)} ${units[unit]}`;
+}
