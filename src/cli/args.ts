@@ -1,0 +1,115 @@
+// Command-line flags → typed options. Pure: takes argv and env, returns options or a usage error.
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import type { LogLevel } from "../shared/logger.ts";
+import { LOG_LEVELS } from "../shared/logger.ts";
+
+export const DEFAULT_API_PORT = 52415;
+export const DEFAULT_CLUSTER_PORT = 52416;
+
+export const HELP = `skein — turn the computers you own into one AI cluster
+
+Usage:
+  skein [options]            start a node (API + dashboard on http://127.0.0.1:52415)
+  skein --help | --version
+
+Options:
+  --host HOST          address the API binds to (default 127.0.0.1)
+  --port PORT          API port (default 52415, env SKEIN_PORT)
+  --cluster-port PORT  node-to-node port (default 52416)
+  --home DIR           data directory (default ~/.skein, env SKEIN_HOME)
+  --log-level LEVEL    ${LOG_LEVELS.join(" | ")} (default info)
+  --threads N          compute threads per runner (default: one per core)
+  --ctx-size N         KV cache size in tokens (default: the model's, capped by memory)
+  --model-card FILE    add a model card (JSON) to the catalogue; repeatable
+  --no-discovery       do not look for other nodes by multicast
+  --peer HOST:PORT     a peer's cluster port, for networks without multicast; repeatable
+
+Send SIGINT or SIGTERM to stop: in-flight requests are cancelled and runners shut down.
+`;
+
+export interface CliOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly clusterPort: number;
+  readonly home: string;
+  readonly logLevel: LogLevel;
+  readonly threads: number | null;
+  readonly contextSize: number | null;
+  readonly modelCardFiles: readonly string[];
+  readonly discovery: boolean;
+  readonly peers: readonly string[];
+}
+
+export type ParsedCli =
+  | { readonly kind: "run"; readonly options: CliOptions }
+  | { readonly kind: "help" }
+  | { readonly kind: "version" }
+  | { readonly kind: "error"; readonly message: string };
+
+export function parseCli(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ParsedCli {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean" },
+        host: { type: "string" },
+        port: { type: "string" },
+        "cluster-port": { type: "string" },
+        home: { type: "string" },
+        "log-level": { type: "string" },
+        threads: { type: "string" },
+        "ctx-size": { type: "string" },
+        "model-card": { type: "string", multiple: true },
+        "no-discovery": { type: "boolean" },
+        peer: { type: "string", multiple: true },
+      },
+    }));
+  } catch (error) {
+    return { kind: "error", message: (error as Error).message };
+  }
+  if (values.help === true) return { kind: "help" };
+  if (values.version === true) return { kind: "version" };
+  try {
+    const logLevel = values["log-level"] ?? "info";
+    if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
+    const peers = values.peer ?? [];
+    for (const peer of peers) if (!/^[^\s:]+:\d{1,5}$/.test(peer)) throw new Error(`--peer expects HOST:PORT, got "${peer}"`);
+    return {
+      kind: "run",
+      options: {
+        host: values.host ?? "127.0.0.1",
+        port: parsePort("--port", values.port ?? env.SKEIN_PORT, DEFAULT_API_PORT),
+        clusterPort: parsePort("--cluster-port", values["cluster-port"], DEFAULT_CLUSTER_PORT),
+        home: path.resolve(values.home ?? env.SKEIN_HOME ?? path.join(os.homedir(), ".skein")),
+        logLevel: logLevel as LogLevel,
+        threads: parseOptionalPositive("--threads", values.threads, 1024),
+        contextSize: parseOptionalPositive("--ctx-size", values["ctx-size"], 1 << 24),
+        modelCardFiles: (values["model-card"] ?? []).map((f) => path.resolve(f)),
+        discovery: values["no-discovery"] !== true,
+        peers,
+      },
+    };
+  } catch (error) {
+    return { kind: "error", message: (error as Error).message };
+  }
+}
+
+function parsePort(flag: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${flag} must be a port number (0-65535), got "${raw}"`);
+  return port;
+}
+
+function parseOptionalPositive(flag: string, raw: string | undefined, max: number): number | null {
+  if (raw === undefined) return null;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${flag} must be an integer from 1 to ${max}, got "${raw}"`);
+  return n;
+}

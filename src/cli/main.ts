@@ -1,0 +1,79 @@
+// `skein`: parse flags, start one node, stop it cleanly on SIGINT/SIGTERM.
+import { readFileSync } from "node:fs";
+import { readModelCardFile } from "../models/card-file.ts";
+import { staticModelRegistry } from "../models/model-card.ts";
+import { startNode } from "../node/node.ts";
+import { createLogger } from "../shared/logger.ts";
+import { HELP, parseCli } from "./args.ts";
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+export async function main(argv: readonly string[]): Promise<void> {
+  const parsed = parseCli(argv, process.env);
+  switch (parsed.kind) {
+    case "help":
+      process.stdout.write(HELP);
+      return;
+    case "version":
+      process.stdout.write(`skein ${version()}\n`);
+      return;
+    case "error":
+      process.stderr.write(`skein: ${parsed.message}\nRun "skein --help" for usage.\n`);
+      process.exitCode = 2;
+      return;
+    case "run":
+      break;
+  }
+  const options = parsed.options;
+  const logger = createLogger(options.logLevel);
+  if (!options.discovery || options.peers.length > 0) {
+    logger.warn("multi-node clustering (--peer, discovery) is not available in this release; running as a single node");
+  }
+  const cards = options.modelCardFiles.map(readModelCardFile);
+  const node = await startNode({
+    home: options.home,
+    host: options.host,
+    port: options.port,
+    clusterPort: options.clusterPort,
+    models: staticModelRegistry(cards),
+    logger,
+    threads: options.threads,
+    contextSize: options.contextSize,
+  }).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "EADDRINUSE") {
+      throw new Error(`port ${options.port} on ${options.host} is already in use (another skein?); choose one with --port`);
+    }
+    throw error;
+  });
+  process.stdout.write(`skein is serving on ${node.url} (node ${node.nodeId})\n`);
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    logger.info({ signal }, "stopping: cancelling in-flight requests and shutting runners down");
+    node.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, "error while stopping");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+}
+
+// Run directly (node --import tsx src/cli/main.ts), as the tests do.
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main(process.argv.slice(2)).catch((error: unknown) => {
+    process.stderr.write(`skein: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,155 @@
+// One skein node: master (this release: every node is its own master until the cluster issue
+// adds election), replica, worker and API, wired through the ports in cluster-port.ts. Messages
+// between them are delivered on the microtask queue, in order, so no component re-enters another.
+import path from "node:path";
+import { startApiServer } from "../api/server.ts";
+import { EventLog } from "../master/event-log.ts";
+import { Master } from "../master/master.ts";
+import type { ModelRegistry } from "../models/model-card.ts";
+import { spawnRunner as spawnRunnerProcess } from "../runner/supervisor.ts";
+import type { SpawnRunner } from "../runner/runner-handle.ts";
+import type { Clock } from "../shared/clock.ts";
+import { systemClock } from "../shared/clock.ts";
+import type { NodeId } from "../shared/ids.ts";
+import type { Logger } from "../shared/logger.ts";
+import { isTaskTerminal } from "../shared/types.ts";
+import type { NodeInfo } from "../shared/types.ts";
+import { Worker } from "../worker/worker.ts";
+import type { ClusterPort, WorkerEventSink } from "./cluster-port.ts";
+import { loadOrCreateNodeId } from "./node-id.ts";
+import { gatherNodeInfo, nodeInfoChangedMaterially } from "./node-info.ts";
+import { Replica } from "./replica.ts";
+
+/** How often a node re-reads its memory and reports it if it changed materially. */
+const NODE_INFO_INTERVAL_MS = 10_000;
+/** On shutdown, how long cancelled tasks get to reach a terminal status before runners are stopped. */
+const SHUTDOWN_TASK_DRAIN_MS = 2_000;
+
+export interface NodeOptions {
+  readonly home: string;
+  readonly host: string;
+  readonly port: number;
+  readonly clusterPort: number;
+  readonly models: ModelRegistry;
+  readonly logger: Logger;
+  readonly threads: number | null;
+  readonly contextSize: number | null;
+  readonly clock?: Clock;
+  /** Replaces the runner child process (simulations); the product always spawns processes. */
+  readonly spawnRunner?: SpawnRunner;
+  /** Engine for model cards that name none. */
+  readonly defaultEngineModule?: string;
+}
+
+export interface RunningNode {
+  readonly nodeId: NodeId;
+  readonly url: string;
+  readonly cluster: ClusterPort;
+  readonly worker: Worker;
+  stop(): Promise<void>;
+}
+
+export function defaultEngineModulePath(): string {
+  const extension = import.meta.url.endsWith(".ts") ? "ts" : "js";
+  return new URL(`../engine/gguf-engine.${extension}`, import.meta.url).href;
+}
+
+export async function startNode(options: NodeOptions): Promise<RunningNode> {
+  const logger = options.logger;
+  const clock = options.clock ?? systemClock;
+  const nodeId = loadOrCreateNodeId(options.home);
+  const log = EventLog.open(path.join(options.home, "events.log"));
+  if (log.warning !== null) logger.warn({ warning: log.warning }, "event log had a damaged tail; it was dropped");
+
+  const replica = new Replica({
+    // A single node's replica is fed in order by its own master, so a gap is a bug.
+    requestEventLog: (sinceIdx) => logger.error({ sinceIdx }, "replica saw a gap in its own master's events"),
+  });
+  const master = new Master({
+    nodeId,
+    log,
+    clock,
+    logger: logger.child({ component: "master" }),
+    publish: (event) => queueMicrotask(() => replica.receive(event)),
+    term: 1,
+  });
+  master.start();
+  replica.reset(master.state);
+
+  const cluster: ClusterPort = {
+    nodeId,
+    sendCommand: (command) => queueMicrotask(() => master.handleCommand(command)),
+    get state() {
+      return replica.state;
+    },
+    subscribe: (listener) => replica.subscribe(listener),
+    eventsSince: (sinceIdx) => replica.eventsSince(sinceIdx),
+  };
+  const sendWorkerEvent: WorkerEventSink["sendWorkerEvent"] = (event) =>
+    queueMicrotask(() => master.handleWorkerEvent(event, nodeId));
+
+  const worker = new Worker({
+    nodeId,
+    stateView: replica,
+    sink: { sendWorkerEvent },
+    spawnRunner: options.spawnRunner ?? ((o) => spawnRunnerProcess({ ...o, logger: logger.child({ component: "runner", runnerId: o.runnerId }) })),
+    models: options.models,
+    clock,
+    logger: logger.child({ component: "worker" }),
+    defaultEngineModule: options.defaultEngineModule ?? defaultEngineModulePath(),
+    threads: options.threads,
+    contextSize: options.contextSize,
+  });
+  worker.start();
+
+  const api = await startApiServer({
+    host: options.host,
+    port: options.port,
+    cluster,
+    models: options.models,
+    logger: logger.child({ component: "api" }),
+  });
+  const ports = { apiPort: api.port, clusterPort: options.clusterPort };
+  let lastInfo: NodeInfo = gatherNodeInfo(nodeId, ports);
+  sendWorkerEvent({ type: "NodeGatheredInfo", info: lastInfo });
+  const infoTimer = setInterval(() => {
+    const info = gatherNodeInfo(nodeId, ports);
+    if (!nodeInfoChangedMaterially(lastInfo, info)) return;
+    lastInfo = info;
+    sendWorkerEvent({ type: "NodeGatheredInfo", info });
+  }, NODE_INFO_INTERVAL_MS);
+  infoTimer.unref();
+
+  logger.info({ nodeId, url: api.url }, "skein node started");
+
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      clearInterval(infoTimer);
+      // Closing the API cancels every in-flight request (TaskCancelled, then TaskFinished).
+      await api.close();
+      await waitForTasksToSettle(replica, SHUTDOWN_TASK_DRAIN_MS);
+      await worker.stop();
+      await log.close();
+      logger.info({ nodeId }, "skein node stopped");
+    })();
+    return stopping;
+  };
+  return { nodeId, url: api.url, cluster, worker, stop };
+}
+
+function waitForTasksToSettle(replica: Replica, timeoutMs: number): Promise<void> {
+  const settled = () => Object.values(replica.state.tasks).every((t) => isTaskTerminal(t.status));
+  if (settled()) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, timeoutMs);
+    const unsubscribe = replica.subscribe(() => {
+      if (settled()) done();
+    });
+    function done() {
+      clearTimeout(timer);
+      unsubscribe();
+      resolve();
+    }
+  });
+}

@@ -1,0 +1,198 @@
+// The worker's decisions as one pure function: (State, LocalView) → the next Action, or null.
+// Rules are ordered and the first that returns an action wins; cancellation comes first so a
+// cancel is never queued behind loading or starting work. The loop (worker.ts) executes the action,
+// records it in LocalView so the same action is not planned twice, and plans again.
+import type { InstanceId, NodeId, RunnerId, TaskId } from "../shared/ids.ts";
+import { RUNNER_RESTARTS_MAX } from "../shared/limits.ts";
+import type { State } from "../shared/state.ts";
+import type { FailureCode, Instance, RunnerStatus, Shard, Task } from "../shared/types.ts";
+import { isTaskTerminal } from "../shared/types.ts";
+
+/** What this node knows of one of its runner processes (State lags behind it). */
+export interface LocalRunner {
+  readonly runnerId: RunnerId;
+  readonly instanceId: InstanceId;
+  /** False once the process exited; a new process for the same shard reuses the runnerId. */
+  readonly alive: boolean;
+  readonly shuttingDown: boolean;
+  /** The status the process last reported ("Idle" while it starts). */
+  readonly status: RunnerStatus;
+  readonly loadSent: boolean;
+  readonly warmupSent: boolean;
+  /** Task handed to the runner and not yet reported ended. */
+  readonly currentTaskId: TaskId | null;
+  readonly cancelSentFor: TaskId | null;
+  /** Exits counted for the restart policy, and when the last one happened. */
+  readonly exitCount: number;
+  readonly lastExitAtMs: number | null;
+  readonly lastExitReason: string | null;
+}
+
+export interface LocalView {
+  readonly nodeId: NodeId;
+  readonly nowMs: number;
+  readonly runners: Readonly<Record<RunnerId, LocalRunner>>;
+  /**
+   * Tasks this worker already reported as ended whose terminal status State has not shown yet;
+   * without it the gap between the report and its event would look like an orphaned task.
+   */
+  readonly tasksReportedEnded: ReadonlySet<TaskId>;
+}
+
+export type Action =
+  | { readonly type: "cancelTask"; readonly runnerId: RunnerId; readonly taskId: TaskId }
+  | { readonly type: "failTask"; readonly taskId: TaskId; readonly failureCode: FailureCode; readonly reason: string }
+  | { readonly type: "shutdownRunner"; readonly runnerId: RunnerId }
+  | { readonly type: "spawnRunner"; readonly instance: Instance; readonly shard: Shard }
+  | { readonly type: "loadRunner"; readonly runnerId: RunnerId; readonly instance: Instance; readonly shard: Shard }
+  | { readonly type: "warmupRunner"; readonly runnerId: RunnerId }
+  | { readonly type: "startTask"; readonly runnerId: RunnerId; readonly task: Task };
+
+/** Delay before restarting a runner that exited for the n-th time (1-based): 0.5 s, 1 s, 2 s … 8 s. */
+export function restartBackoffMs(exitCount: number): number {
+  return Math.min(8_000, 500 * 2 ** Math.max(0, exitCount - 1));
+}
+
+export function plan(state: State, local: LocalView): Action | null {
+  return (
+    cancelTasks(state, local) ??
+    failOrphanedTasks(state, local) ??
+    shutdownRunners(state, local) ??
+    spawnRunners(state, local) ??
+    loadRunners(state, local) ??
+    warmupRunners(state, local) ??
+    startTasks(state, local)
+  );
+}
+
+const liveRunners = (local: LocalView): LocalRunner[] =>
+  Object.values(local.runners).filter((r) => r.alive && !r.shuttingDown);
+
+/** My shards, each with the instance it belongs to. */
+function myShards(state: State, nodeId: NodeId): { instance: Instance; shard: Shard }[] {
+  const out: { instance: Instance; shard: Shard }[] = [];
+  for (const instance of Object.values(state.instances)) {
+    for (const shard of instance.shards) if (shard.nodeId === nodeId) out.push({ instance, shard });
+  }
+  return out;
+}
+
+/** The first shard's node starts an instance's tasks and owns their lifecycle. */
+const isTaskOwner = (instance: Instance, nodeId: NodeId): boolean => instance.shards[0]?.nodeId === nodeId;
+
+/** Rule 1: a runner works on a task that was cancelled or deleted → tell it to stop. */
+function cancelTasks(state: State, local: LocalView): Action | null {
+  for (const runner of liveRunners(local)) {
+    const taskId = runner.currentTaskId;
+    if (taskId === null || runner.cancelSentFor === taskId) continue;
+    const task = state.tasks[taskId];
+    if (task === undefined || task.status === "Cancelled") {
+      return { type: "cancelTask", runnerId: runner.runnerId, taskId };
+    }
+  }
+  return null;
+}
+
+/**
+ * Rule 2: a task of mine is Running in State but no runner of mine works on it (the runner
+ * crashed, or this node restarted) → Failed with a reason; never silently dropped. Pending tasks of
+ * an instance whose runner has failed for good fail too.
+ */
+function failOrphanedTasks(state: State, local: LocalView): Action | null {
+  for (const task of Object.values(state.tasks)) {
+    if (isTaskTerminal(task.status) || task.instanceId === null || local.tasksReportedEnded.has(task.taskId)) continue;
+    const instance = state.instances[task.instanceId];
+    if (instance === undefined || !isTaskOwner(instance, local.nodeId)) continue;
+    const firstShard = instance.shards[0];
+    if (firstShard === undefined) continue;
+    const runner = local.runners[firstShard.runnerId];
+    if (task.status === "Running" && runner?.currentTaskId !== task.taskId) {
+      const why = runner?.lastExitReason ?? "the runner no longer holds the task";
+      return { type: "failTask", taskId: task.taskId, failureCode: "runner_failed", reason: `runner failed: ${why}` };
+    }
+    if (task.status === "Pending" && runner !== undefined && isFailedForGood(runner)) {
+      return {
+        type: "failTask",
+        taskId: task.taskId,
+        failureCode: "runner_failed",
+        reason: `runner failed: ${runner.lastExitReason ?? failedReason(runner.status) ?? "unknown"}`,
+      };
+    }
+  }
+  return null;
+}
+
+const failedReason = (s: RunnerStatus): string | null => (s.kind === "Failed" ? s.reason : null);
+
+function isFailedForGood(runner: LocalRunner): boolean {
+  return !runner.alive && runner.exitCount > RUNNER_RESTARTS_MAX;
+}
+
+/** Rule 3: a runner whose instance (or shard) is gone shuts down. */
+function shutdownRunners(state: State, local: LocalView): Action | null {
+  const wanted = new Set(myShards(state, local.nodeId).map(({ shard }) => shard.runnerId));
+  for (const runner of liveRunners(local)) {
+    if (!wanted.has(runner.runnerId)) return { type: "shutdownRunner", runnerId: runner.runnerId };
+  }
+  return null;
+}
+
+/** Rule 4: a shard of mine has no process (never started, or exited and due for a restart). */
+function spawnRunners(state: State, local: LocalView): Action | null {
+  for (const { instance, shard } of myShards(state, local.nodeId)) {
+    const runner = local.runners[shard.runnerId];
+    if (runner === undefined) return { type: "spawnRunner", instance, shard };
+    if (runner.alive || isFailedForGood(runner) || runner.lastExitAtMs === null) continue;
+    if (local.nowMs - runner.lastExitAtMs >= restartBackoffMs(runner.exitCount)) {
+      return { type: "spawnRunner", instance, shard };
+    }
+  }
+  return null;
+}
+
+/** Rule 5: a fresh process loads its shard. */
+function loadRunners(state: State, local: LocalView): Action | null {
+  for (const { instance, shard } of myShards(state, local.nodeId)) {
+    const runner = local.runners[shard.runnerId];
+    if (runner === undefined || !runner.alive || runner.shuttingDown || runner.loadSent) continue;
+    if (runner.status.kind === "Idle") return { type: "loadRunner", runnerId: runner.runnerId, instance, shard };
+  }
+  return null;
+}
+
+const LOADED_OR_LATER: ReadonlySet<RunnerStatus["kind"]> = new Set(["Loaded", "WarmingUp", "Ready", "Running"]);
+
+/**
+ * Rule 6: warm up once every shard of the instance has loaded (a pipeline warms up through all
+ * stages, so it waits for the slowest). Other nodes' runners are seen through State.
+ */
+function warmupRunners(state: State, local: LocalView): Action | null {
+  for (const runner of liveRunners(local)) {
+    if (runner.warmupSent || runner.status.kind !== "Loaded") continue;
+    const instance = state.instances[runner.instanceId];
+    if (instance === undefined) continue;
+    const allLoaded = instance.shards.every((shard) => {
+      const mine = local.runners[shard.runnerId];
+      const status = mine !== undefined ? mine.status : state.runners[shard.runnerId]?.status;
+      return status !== undefined && LOADED_OR_LATER.has(status.kind);
+    });
+    if (allLoaded) return { type: "warmupRunner", runnerId: runner.runnerId };
+  }
+  return null;
+}
+
+/** Rule 7: a Ready, idle first-stage runner takes the oldest Pending task of its instance. */
+function startTasks(state: State, local: LocalView): Action | null {
+  for (const runner of liveRunners(local)) {
+    if (runner.status.kind !== "Ready" || runner.currentTaskId !== null) continue;
+    const instance = state.instances[runner.instanceId];
+    if (instance === undefined || instance.shards[0]?.runnerId !== runner.runnerId) continue;
+    // Object key order is TaskCreated order, so the first match is the oldest: fair FIFO.
+    for (const task of Object.values(state.tasks)) {
+      if (task.instanceId === instance.instanceId && task.status === "Pending" && !local.tasksReportedEnded.has(task.taskId)) {
+        return { type: "startTask", runnerId: runner.runnerId, task };
+      }
+    }
+  }
+  return null;
+}

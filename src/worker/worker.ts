@@ -1,0 +1,303 @@
+// The worker loop: wake on a State change, a runner report or a timer; plan; execute one action;
+// repeat until the plan is empty. All decisions are in plan.ts; this file only does I/O and keeps
+// the LocalView that plan reads.
+import type { EngineShardSpec } from "../engine/engine.ts";
+import type { ModelRegistry } from "../models/model-card.ts";
+import type { StateView, WorkerEventSink } from "../node/cluster-port.ts";
+import type { RunnerHandle, RunnerReport, SpawnRunner } from "../runner/runner-handle.ts";
+import { assert } from "../shared/assert.ts";
+import type { Clock } from "../shared/clock.ts";
+import type { NodeId, RunnerId, TaskId } from "../shared/ids.ts";
+import type { Logger } from "../shared/logger.ts";
+import type { State } from "../shared/state.ts";
+import type { RunnerStatus } from "../shared/types.ts";
+import { isTaskTerminal } from "../shared/types.ts";
+import type { Action, LocalRunner, LocalView } from "./plan.ts";
+import { plan } from "./plan.ts";
+
+/** Actions executed in one drain; more means the plan is not converging (a bug). */
+const ACTIONS_PER_DRAIN_MAX = 10_000;
+/** Timer wake-up for time-based rules (restart backoff). */
+const WORKER_TICK_MS = 250;
+
+export interface WorkerOptions {
+  readonly nodeId: NodeId;
+  readonly stateView: StateView;
+  readonly sink: WorkerEventSink;
+  readonly spawnRunner: SpawnRunner;
+  readonly models: ModelRegistry;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** Engine module for cards that name none (the built-in GGUF engine). */
+  readonly defaultEngineModule: string;
+  readonly threads: number | null;
+  readonly contextSize: number | null;
+}
+
+export class Worker {
+  private readonly runners = new Map<RunnerId, LocalRunner>();
+  private readonly handles = new Map<RunnerId, RunnerHandle>();
+  private readonly tasksReportedEnded = new Set<TaskId>();
+  private scheduled = false;
+  private stopped = false;
+  private unsubscribe: (() => void) | null = null;
+  private tick: NodeJS.Timeout | null = null;
+
+  constructor(private readonly options: WorkerOptions) {}
+
+  start(): void {
+    this.unsubscribe = this.options.stateView.subscribe((_event, state) => {
+      this.forgetSettledTasks(state);
+      this.schedule();
+    });
+    this.tick = setInterval(() => this.schedule(), WORKER_TICK_MS);
+    this.tick.unref();
+    this.schedule();
+  }
+
+  /** Shuts every runner down (cancelling what they run) and stops planning. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    if (this.tick !== null) clearInterval(this.tick);
+    await Promise.all([...this.handles.values()].map((h) => h.shutdown()));
+    this.handles.clear();
+  }
+
+  /** For tests and /state debugging: what this worker believes about its runners. */
+  localView(): LocalView {
+    return {
+      nodeId: this.options.nodeId,
+      nowMs: this.options.clock.nowMs(),
+      runners: Object.fromEntries(this.runners) as LocalView["runners"],
+      tasksReportedEnded: this.tasksReportedEnded,
+    };
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      this.drain();
+    });
+  }
+
+  private drain(): void {
+    for (let count = 0; !this.stopped; count++) {
+      assert(count < ACTIONS_PER_DRAIN_MAX, "worker plan did not converge");
+      const action = plan(this.options.stateView.state, this.localView());
+      if (action === null) return;
+      this.execute(action);
+    }
+  }
+
+  private execute(action: Action): void {
+    this.options.logger.debug({ action: summarize(action) }, "worker action");
+    switch (action.type) {
+      case "cancelTask":
+        this.update(action.runnerId, { cancelSentFor: action.taskId });
+        this.handles.get(action.runnerId)?.cancel(action.taskId);
+        return;
+      case "failTask":
+        this.tasksReportedEnded.add(action.taskId);
+        this.options.sink.sendWorkerEvent({
+          type: "TaskStatusUpdated",
+          taskId: action.taskId,
+          status: "Failed",
+          finishReason: "error",
+          failureCode: action.failureCode,
+          failureReason: action.reason,
+          tokensGenerated: null,
+          promptTokens: null,
+        });
+        return;
+      case "shutdownRunner":
+        this.update(action.runnerId, { shuttingDown: true });
+        void this.handles.get(action.runnerId)?.shutdown();
+        return;
+      case "spawnRunner":
+        this.spawn(action.shard.runnerId, action.instance.instanceId);
+        return;
+      case "loadRunner":
+        this.load(action);
+        return;
+      case "warmupRunner":
+        this.update(action.runnerId, { warmupSent: true });
+        this.handles.get(action.runnerId)?.warmup();
+        return;
+      case "startTask":
+        this.update(action.runnerId, { currentTaskId: action.task.taskId, cancelSentFor: null });
+        this.handles.get(action.runnerId)?.startTask({ taskId: action.task.taskId, params: action.task.params });
+        return;
+    }
+  }
+
+  private spawn(runnerId: RunnerId, instanceId: LocalRunner["instanceId"]): void {
+    const previous = this.runners.get(runnerId);
+    this.runners.set(runnerId, {
+      runnerId,
+      instanceId,
+      alive: true,
+      shuttingDown: false,
+      status: { kind: "Idle" },
+      loadSent: false,
+      warmupSent: false,
+      currentTaskId: null,
+      cancelSentFor: null,
+      exitCount: previous?.exitCount ?? 0,
+      lastExitAtMs: previous?.lastExitAtMs ?? null,
+      lastExitReason: previous?.lastExitReason ?? null,
+    });
+    const handle = this.options.spawnRunner({ runnerId, onReport: (report) => this.onReport(report) });
+    this.handles.set(runnerId, handle);
+    this.reportRunnerStatus(runnerId, { kind: "Idle" });
+  }
+
+  private load(action: Extract<Action, { type: "loadRunner" }>): void {
+    this.update(action.runnerId, { loadSent: true });
+    const card = this.options.models.get(action.instance.modelId);
+    if (card === undefined) {
+      const reason = `model ${action.instance.modelId} is not available on this node`;
+      this.update(action.runnerId, { status: { kind: "Failed", reason } });
+      this.reportRunnerStatus(action.runnerId, { kind: "Failed", reason });
+      void this.handles.get(action.runnerId)?.shutdown();
+      return;
+    }
+    const spec: EngineShardSpec = {
+      modelId: card.modelId,
+      modelPath: card.path,
+      layerStart: action.shard.layerStart,
+      layerEnd: action.shard.layerEnd,
+      layerCount: action.instance.layerCount,
+      contextSize: this.options.contextSize,
+      threads: this.options.threads,
+      options: card.engineOptions,
+    };
+    this.handles.get(action.runnerId)?.load(spec, card.engineModule ?? this.options.defaultEngineModule);
+  }
+
+  private onReport(report: RunnerReport): void {
+    const runner = this.runners.get(report.runnerId);
+    // A report from a process this worker no longer tracks (replaced after a restart) is stale.
+    if (runner === undefined || !runner.alive || this.handles.get(report.runnerId) === undefined) return;
+    const sink = this.options.sink;
+    switch (report.type) {
+      case "status":
+        this.update(report.runnerId, { status: report.status });
+        this.reportRunnerStatus(report.runnerId, report.status);
+        if (report.status.kind === "Running") {
+          sink.sendWorkerEvent(taskStatus(report.status.taskId, "Running"));
+        }
+        break;
+      case "prefillProgress":
+        sink.sendWorkerEvent({
+          type: "TaskPrefillProgress",
+          taskId: report.taskId,
+          processedTokens: report.processedTokens,
+          totalTokens: report.totalTokens,
+        });
+        break;
+      case "chunk":
+        sink.sendWorkerEvent({ type: "ChunkGenerated", taskId: report.taskId, chunk: report.chunk });
+        break;
+      case "taskEnded":
+        this.tasksReportedEnded.add(report.taskId);
+        if (runner.currentTaskId === report.taskId) this.update(report.runnerId, { currentTaskId: null, cancelSentFor: null });
+        sink.sendWorkerEvent({
+          type: "TaskStatusUpdated",
+          taskId: report.taskId,
+          status: report.status,
+          finishReason: report.finishReason,
+          failureCode: report.status === "Failed" ? (report.failureCode ?? "runner_failed") : null,
+          failureReason: report.failureReason,
+          tokensGenerated: report.tokensGenerated,
+          promptTokens: report.promptTokens,
+        });
+        break;
+      case "exited":
+        this.onExited(runner, report.reason);
+        break;
+    }
+    this.schedule();
+  }
+
+  private onExited(runner: LocalRunner, reason: string): void {
+    this.handles.delete(runner.runnerId);
+    const taskId = runner.currentTaskId;
+    const expected = runner.shuttingDown;
+    this.runners.set(runner.runnerId, {
+      ...runner,
+      alive: false,
+      currentTaskId: null,
+      status: expected ? { kind: "Shutdown" } : { kind: "Failed", reason },
+      exitCount: expected ? runner.exitCount : runner.exitCount + 1,
+      lastExitAtMs: this.options.clock.nowMs(),
+      lastExitReason: reason,
+    });
+    if (expected) {
+      // The runner's instance is gone: forget it entirely once it has exited.
+      this.runners.delete(runner.runnerId);
+      return;
+    }
+    this.options.logger.warn({ runnerId: runner.runnerId, reason }, "runner exited unexpectedly");
+    this.reportRunnerStatus(runner.runnerId, { kind: "Failed", reason });
+    if (taskId !== null) {
+      this.tasksReportedEnded.add(taskId);
+      this.options.sink.sendWorkerEvent({
+        type: "TaskStatusUpdated",
+        taskId,
+        status: "Failed",
+        finishReason: "error",
+        failureCode: "runner_failed",
+        failureReason: `runner failed: ${reason}`,
+        tokensGenerated: null,
+        promptTokens: null,
+      });
+    }
+  }
+
+  private reportRunnerStatus(runnerId: RunnerId, status: RunnerStatus): void {
+    // Only runners the State knows can be reported; others belong to a deleted instance.
+    if (this.options.stateView.state.runners[runnerId] === undefined) return;
+    this.options.sink.sendWorkerEvent({ type: "RunnerStatusUpdated", runnerId, status });
+  }
+
+  private update(runnerId: RunnerId, patch: Partial<LocalRunner>): void {
+    const runner = this.runners.get(runnerId);
+    if (runner !== undefined) this.runners.set(runnerId, { ...runner, ...patch });
+  }
+
+  /** Ended tasks whose end State now shows (or which were deleted) need no guarding any more. */
+  private forgetSettledTasks(state: State): void {
+    for (const taskId of this.tasksReportedEnded) {
+      const task = state.tasks[taskId];
+      if (task === undefined || isTaskTerminal(task.status)) this.tasksReportedEnded.delete(taskId);
+    }
+  }
+}
+
+function taskStatus(taskId: TaskId, status: "Running") {
+  return {
+    type: "TaskStatusUpdated" as const,
+    taskId,
+    status,
+    finishReason: null,
+    failureCode: null,
+    failureReason: null,
+    tokensGenerated: null,
+    promptTokens: null,
+  };
+}
+
+function summarize(action: Action): Record<string, unknown> {
+  switch (action.type) {
+    case "startTask":
+      return { type: action.type, runnerId: action.runnerId, taskId: action.task.taskId };
+    case "spawnRunner":
+    case "loadRunner":
+      return { type: action.type, runnerId: action.shard.runnerId, instanceId: action.instance.instanceId };
+    default:
+      return { ...action };
+  }
+}
