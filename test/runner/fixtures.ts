@@ -1,0 +1,35 @@
+// Shared fixtures for runner tests (not a test file itself).
+import type { TaskId } from "../../src/shared/ids.ts";
+import type { GenerationParams } from "../../src/shared/types.ts";
+
+export function testParams(overrides: Partial<GenerationParams> = {}): GenerationParams {
+  return {
+    messages: [{ role: "user", content: "Say something." }],
+    maxTokens: 16,
+    temperature: 0,
+    topP: 1,
+    topK: 0,
+    minP: 0,
+    seed: null,
+    stop: [],
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    repetitionPenalty: 1,
+    logprobs: false,
+    topLogprobs: 0,
+    ...overrides,
+  };
+}
+
+let taskCounter = 0;
+/** Test task ids: distinct per call, readable in failures. */
+export function testTaskId(label = "task"): TaskId {
+  taskCounter += 1;
+  return `test-${label}-${taskCounter}` as TaskId;
+}
+
+/** A prompt whose fake-engine encoding is exactly `tokenCount` tokens ("<user>", " w", …, "\n"). */
+export function promptOfTokens(tokenCount: number): GenerationParams["messages"] {
+  const words = Array.from({ length: tokenCount - 2 }, (_, i) => `w${i}`);
+  return [{ role: "user", content: words.join(" ") }];
+}
