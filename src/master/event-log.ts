@@ -52,6 +52,7 @@ export class EventLog {
   private syncChain: Promise<void> = Promise.resolve();
   /** A failed fdatasync means written data may be lost; it is rethrown by the next append/close. */
   private syncError: Error | null = null;
+  private fdatasyncsDone = 0;
 
   private constructor(
     readonly path: string,
@@ -107,6 +108,11 @@ export class EventLog {
 
   get sizeBytes(): number {
     return this.fileSizeBytes;
+  }
+
+  /** fdatasyncs completed so far: group commit makes this far smaller than the number of appends. */
+  get fdatasyncCount(): number {
+    return this.fdatasyncsDone;
   }
 
   /** Writes the events in order, synchronously; their idx must continue the log without a gap. */
@@ -166,6 +172,7 @@ export class EventLog {
       await new Promise<void>((resolve) => {
         fdatasync(fd, (err) => {
           if (err !== null) this.syncError = err;
+          else this.fdatasyncsDone++;
           resolve();
         });
       });
@@ -205,7 +212,8 @@ export class EventLog {
 
 // ── records ───────────────────────────────────────────────────────────────────────────────────
 
-function encodeRecord(event: IndexedEvent): Buffer {
+/** One record: header and payload, as append() writes it. */
+export function encodeRecord(event: IndexedEvent): Buffer {
   const payload = Buffer.from(JSON.stringify(event), "utf8");
   assert(payload.length <= EVENT_RECORD_PAYLOAD_BYTES_MAX, `event ${event.idx} is ${payload.length} bytes`);
   const record = Buffer.allocUnsafe(EVENT_RECORD_HEADER_BYTES + payload.length);
