@@ -1,0 +1,73 @@
+// The API's Hono app: shared middleware, one router per adapter, errors rendered once.
+import { Hono } from "hono";
+import type { ModelRegistry } from "../models/model-card.ts";
+import type { ClusterPort } from "../node/cluster-port.ts";
+import type { Clock } from "../shared/clock.ts";
+import { systemClock } from "../shared/clock.ts";
+import { REQUEST_BODY_BYTES_MAX, SSE_KEEPALIVE_MS } from "../shared/limits.ts";
+import { clusterRouter } from "./cluster.ts";
+import type { ApiDeps } from "./deps.ts";
+import type { ApiEnv } from "./env.ts";
+import { createErrorHandler, notFoundHandler } from "./errors.ts";
+import { AutoPlacer, PLACEMENT_TIMEOUT_MS } from "./instances.ts";
+import type { ApiLogger } from "./logger.ts";
+import { silentLogger } from "./logger.ts";
+import { bodyLimit } from "./middleware/body-limit.ts";
+import { requestId } from "./middleware/request-id.ts";
+import { openAiRouter } from "./openai.ts";
+import { TaskStreams } from "./task-stream.ts";
+
+export interface AppOptions {
+  readonly cluster: ClusterPort;
+  readonly models: ModelRegistry;
+  readonly logger?: ApiLogger;
+  readonly clock?: Clock;
+  /** Tests shorten these; the defaults are the product's. */
+  readonly keepAliveMs?: number;
+  readonly placementTimeoutMs?: number;
+  readonly taskCreatedTimeoutMs?: number;
+  readonly bodyBytesMax?: number;
+}
+
+export interface ApiApp {
+  readonly app: Hono<ApiEnv>;
+  /** Server shutdown: every in-flight request cancels its task (TaskCancelled, TaskFinished) and every stream ends. */
+  cancelAll(reason: string): void;
+  /** Requests of this API that still follow a task. */
+  liveTaskCount(): number;
+}
+
+export function createApp(options: AppOptions): ApiApp {
+  const logger = options.logger ?? silentLogger;
+  const shutdown = new AbortController();
+  const placementTimeoutMs = options.placementTimeoutMs ?? PLACEMENT_TIMEOUT_MS;
+  const streamOptions = options.taskCreatedTimeoutMs === undefined ? { logger } : { logger, createdTimeoutMs: options.taskCreatedTimeoutMs };
+  const deps: ApiDeps = {
+    cluster: options.cluster,
+    models: options.models,
+    logger,
+    clock: options.clock ?? systemClock,
+    streams: new TaskStreams(options.cluster, streamOptions),
+    placer: new AutoPlacer(options.cluster, placementTimeoutMs),
+    keepAliveMs: options.keepAliveMs ?? SSE_KEEPALIVE_MS,
+    placementTimeoutMs,
+    shutdownSignal: shutdown.signal,
+  };
+
+  const app = new Hono<ApiEnv>();
+  app.use("*", requestId());
+  app.use("*", bodyLimit({ maxBytes: options.bodyBytesMax ?? REQUEST_BODY_BYTES_MAX }));
+  app.route("/v1", openAiRouter(deps));
+  app.route("/", clusterRouter(deps));
+  app.onError(createErrorHandler(logger));
+  app.notFound(notFoundHandler);
+
+  return {
+    app,
+    cancelAll(reason) {
+      shutdown.abort(reason);
+      deps.streams.cancelAll(reason);
+    },
+    liveTaskCount: () => deps.streams.liveCount,
+  };
+}

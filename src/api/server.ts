@@ -1,0 +1,60 @@
+// The API on a real socket. close() is the shutdown path: in-flight requests cancel their tasks
+// first, then keep-alive sockets are closed so the server really stops.
+import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
+import { serve } from "@hono/node-server";
+import type { AppOptions } from "./app.ts";
+import { createApp } from "./app.ts";
+
+/** After close(), how long responses still being written get before their sockets are cut. */
+export const SERVER_CLOSE_GRACE_MS = 2_000;
+/** How often idle keep-alive sockets are swept while the server drains. */
+const IDLE_SWEEP_MS = 20;
+
+export interface ApiServerOptions extends AppOptions {
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  readonly closeGraceMs?: number;
+}
+
+export interface ApiServer {
+  readonly url: string;
+  readonly port: number;
+  /** Requests of this server that still follow a task. */
+  liveTaskCount(): number;
+  close(): Promise<void>;
+}
+
+function urlOf(host: string, port: number): string {
+  const shown = host.includes(":") ? `[${host}]` : host;
+  return `http://${shown}:${port}`;
+}
+
+export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
+  const { app, cancelAll, liveTaskCount } = createApp(options);
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = serve({ fetch: app.fetch, hostname: options.host, port: options.port }) as Server;
+    s.once("listening", () => resolve(s));
+    s.once("error", reject);
+  });
+  const port = (server.address() as AddressInfo).port;
+  const graceMs = options.closeGraceMs ?? SERVER_CLOSE_GRACE_MS;
+
+  let closing: Promise<void> | null = null;
+  const close = (): Promise<void> => {
+    closing ??= new Promise<void>((resolve) => {
+      cancelAll("server shutting down");
+      const sweep = setInterval(() => server.closeIdleConnections(), IDLE_SWEEP_MS);
+      const cut = setTimeout(() => server.closeAllConnections(), graceMs);
+      server.close(() => {
+        clearInterval(sweep);
+        clearTimeout(cut);
+        resolve();
+      });
+      server.closeIdleConnections();
+    });
+    return closing;
+  };
+  return { url: urlOf(options.host, port), port, liveTaskCount, close };
+}
