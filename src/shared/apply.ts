@@ -42,10 +42,10 @@ function applyEvent(s: State, e: IndexedEvent["event"]): State {
     case "TaskStatusUpdated":
       return applyTaskStatusUpdated(s, e);
     case "TaskPrefillProgress":
-      return updateTask(s, e.taskId, (t) => ({
-        ...t,
-        prefill: { processedTokens: e.processedTokens, totalTokens: e.totalTokens },
-      }));
+      // A late report must not put progress back on a task that already ended (prefill is cleared then).
+      return updateTask(s, e.taskId, (t) =>
+        isTaskTerminal(t.status) ? t : { ...t, prefill: { processedTokens: e.processedTokens, totalTokens: e.totalTokens } },
+      );
     case "TaskDeleted":
       return applyTaskDeleted(s, e.taskId);
     case "ChunkGenerated":
