@@ -1,0 +1,109 @@
+// Kernel signatures and the traits table (one row per tensor type; see traits.cc).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "../blocks.h"
+
+namespace skein {
+
+// Converts k floats (k a multiple of the block size) into blocks of the type.
+using from_float_fn = void (*)(const float* x, void* y, int64_t k);
+// Converts k elements of the type back into floats.
+using to_float_fn = void (*)(const void* x, float* y, int64_t k);
+// *s = dot(row x of the weight type, row y of the partner type), n elements.
+using vec_dot_fn = void (*)(int n, float* s, const void* x, const void* y);
+
+struct TypeTraits {
+  const char* name;
+  int blockElems;      // elements per block
+  int blockBytes;      // bytes per block
+  TypeId dotPartner;   // activation type the dot product takes
+  to_float_fn toFloat;
+  from_float_fn fromFloat;  // null for weight-only types
+  from_float_fn fromFloatGeneric;
+  vec_dot_fn dotGeneric;    // portable reference
+  vec_dot_fn dot;           // best for this CPU (set by init_kernels)
+};
+
+// Null when the type has no row (not supported).
+const TypeTraits* type_traits(int type);
+// Chooses SIMD kernels for the running CPU; idempotent.
+void init_kernels();
+// "avx2", "neon" or "generic": what init_kernels picked.
+const char* kernel_isa();
+// Row size in bytes of n elements of the type.
+size_t row_bytes(const TypeTraits* t, int64_t n);
+
+// Float helpers for attention and activations, chosen like the dot products.
+struct FloatKernels {
+  void (*axpyF16)(int n, float a, const uint16_t* x, float* y);  // y += a * x
+  void (*axpyF32)(int n, float a, const float* x, float* y);
+  void (*f32ToF16)(const float* x, void* y, int64_t k);
+};
+const FloatKernels& float_kernels();
+
+// Generic (portable) kernels, defined in generic.cc.
+namespace generic {
+void quantize_row_q8_0(const float* x, void* y, int64_t k);
+void quantize_row_q8_1(const float* x, void* y, int64_t k);
+void quantize_row_q8_K(const float* x, void* y, int64_t k);
+void f32_to_f16_row(const float* x, void* y, int64_t k);
+void f32_to_bf16_row(const float* x, void* y, int64_t k);
+void f32_copy_row(const float* x, void* y, int64_t k);
+
+void dequant_f32(const void* x, float* y, int64_t k);
+void dequant_f16(const void* x, float* y, int64_t k);
+void dequant_bf16(const void* x, float* y, int64_t k);
+void dequant_q4_0(const void* x, float* y, int64_t k);
+void dequant_q4_1(const void* x, float* y, int64_t k);
+void dequant_q5_0(const void* x, float* y, int64_t k);
+void dequant_q5_1(const void* x, float* y, int64_t k);
+void dequant_q8_0(const void* x, float* y, int64_t k);
+void dequant_q8_1(const void* x, float* y, int64_t k);
+void dequant_q4_K(const void* x, float* y, int64_t k);
+void dequant_q5_K(const void* x, float* y, int64_t k);
+void dequant_q6_K(const void* x, float* y, int64_t k);
+void dequant_q8_K(const void* x, float* y, int64_t k);
+
+void dot_f32(int n, float* s, const void* x, const void* y);
+void dot_f16(int n, float* s, const void* x, const void* y);
+void dot_bf16(int n, float* s, const void* x, const void* y);
+void dot_q4_0_q8_0(int n, float* s, const void* x, const void* y);
+void dot_q4_1_q8_1(int n, float* s, const void* x, const void* y);
+void dot_q5_0_q8_0(int n, float* s, const void* x, const void* y);
+void dot_q5_1_q8_1(int n, float* s, const void* x, const void* y);
+void dot_q8_0_q8_0(int n, float* s, const void* x, const void* y);
+void dot_q4_K_q8_K(int n, float* s, const void* x, const void* y);
+void dot_q5_K_q8_K(int n, float* s, const void* x, const void* y);
+void dot_q6_K_q8_K(int n, float* s, const void* x, const void* y);
+void axpy_f16(int n, float a, const uint16_t* x, float* y);
+void axpy_f32(int n, float a, const float* x, float* y);
+}  // namespace generic
+
+// The x86 overrides (avx2.cc); each falls back to generic when the CPU lacks AVX2.
+namespace avx2 {
+bool compiled();
+void dot_f32(int n, float* s, const void* x, const void* y);
+void dot_f16(int n, float* s, const void* x, const void* y);
+void dot_bf16(int n, float* s, const void* x, const void* y);
+void dot_q4_0_q8_0(int n, float* s, const void* x, const void* y);
+void dot_q4_1_q8_1(int n, float* s, const void* x, const void* y);
+void dot_q5_0_q8_0(int n, float* s, const void* x, const void* y);
+void dot_q5_1_q8_1(int n, float* s, const void* x, const void* y);
+void dot_q8_0_q8_0(int n, float* s, const void* x, const void* y);
+void dot_q4_K_q8_K(int n, float* s, const void* x, const void* y);
+void dot_q5_K_q8_K(int n, float* s, const void* x, const void* y);
+void dot_q6_K_q8_K(int n, float* s, const void* x, const void* y);
+void axpy_f16(int n, float a, const uint16_t* x, float* y);
+void axpy_f32(int n, float a, const float* x, float* y);
+void f32_to_f16_row(const float* x, void* y, int64_t k);
+}  // namespace avx2
+
+namespace neon {
+bool compiled();
+void dot_q4_0_q8_0(int n, float* s, const void* x, const void* y);
+void dot_q8_0_q8_0(int n, float* s, const void* x, const void* y);
+}  // namespace neon
+
+}  // namespace skein

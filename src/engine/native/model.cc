@@ -1,0 +1,538 @@
+#include "model.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+#include "fp16.h"
+#include "threadpool.h"
+
+namespace skein {
+
+// ---------------------------------------------------------------------------------------------
+// Scratch: per-call buffers reused across calls (one engine process runs one forward at a time).
+
+namespace {
+
+struct Scratch {
+  std::vector<uint8_t> quant[T_COUNT];  // activations quantized to each partner type
+  std::vector<float> xn, q, k, v, attn, gate, up, tmp;
+  std::vector<float> scores;  // per thread, nCtx each
+  std::vector<uint16_t> q16;  // per thread, headDim each
+  std::vector<float> rope;    // per token, ropeDims cos/sin pairs
+};
+Scratch g_scratch;
+
+template <typename T>
+T* grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// Runs fn(t) for t in [0, n) across the pool, or inline when the work is too small to share.
+template <typename F>
+void parallel_for(int n, int minPerThread, F&& fn) {
+  ThreadPool& p = pool();
+  if (p.size() == 1 || n < 2 * minPerThread) {
+    for (int t = 0; t < n; t++) fn(t);
+    return;
+  }
+  ChunkCounter counter;
+  auto task = [&](int, int) {
+    int64_t s, e;
+    while (counter.take(n, minPerThread, &s, &e))
+      for (int64_t t = s; t < e; t++) fn((int)t);
+  };
+  p.run(task);
+}
+
+// The activation rows converted once into the weight's partner type.
+struct QuantizedActs {
+  const uint8_t* data;
+  size_t stride;
+};
+
+QuantizedActs quantize_acts(TypeId partner, const float* x, int n, int64_t k) {
+  const TypeTraits* pt = type_traits(partner);
+  if (partner == T_F32) return {(const uint8_t*)x, (size_t)k * 4};
+  const size_t stride = row_bytes(pt, k);
+  uint8_t* buf = grow(g_scratch.quant[partner], stride * (size_t)n);
+  parallel_for(n, 4, [&](int t) { pt->fromFloat(x + (size_t)t * k, buf + stride * t, k); });
+  return {buf, stride};
+}
+
+struct MatJob {
+  const Tensor* w;
+  QuantizedActs x;
+  float* out;
+  int64_t outStride;
+  bool accumulate;
+};
+
+// All jobs share one pass over the pool: rows are handed out in chunks across every job, so
+// small matrices (k, v) do not leave threads idle.
+void run_matmuls(const MatJob* jobs, int nJobs, int n) {
+  ThreadPool& p = pool();
+  const int nth = p.size();
+  int64_t totalRows = 0;
+  for (int j = 0; j < nJobs; j++) totalRows += jobs[j].w->ne1;
+  // Enough chunks for balance, few enough that the counter is not contended.
+  int64_t chunk = std::max<int64_t>(16, totalRows / (nth * 16));
+  if (n >= 32) chunk = std::max<int64_t>(4, std::min<int64_t>(chunk, totalRows / (nth * 8)));
+  chunk = (chunk + 3) & ~int64_t(3);
+  // Chunks never straddle jobs: a chunk index maps to (job, first row).
+  std::vector<int64_t> firstChunk(nJobs + 1, 0);
+  for (int j = 0; j < nJobs; j++) firstChunk[j + 1] = firstChunk[j] + (jobs[j].w->ne1 + chunk - 1) / chunk;
+  const int64_t nChunks = firstChunk[nJobs];
+  std::atomic<int64_t> next{0};
+  auto task = [&](int, int) {
+    int j = 0;
+    for (;;) {
+      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= nChunks) return;
+      while (c >= firstChunk[j + 1]) j++;
+      const MatJob& job = jobs[j];
+      const Tensor& w = *job.w;
+      const int64_t r0 = (c - firstChunk[j]) * chunk;
+      const int64_t r1 = std::min<int64_t>(r0 + chunk, w.ne1);
+      const vec_dot_fn dot = w.tr->dot;
+      const int k = (int)w.ne0;
+      for (int64_t r = r0; r < r1; r++) {
+        const uint8_t* row = w.data + (size_t)r * w.rowBytes;
+        for (int t = 0; t < n; t++) {
+          float s;
+          dot(k, &s, row, job.x.data + job.x.stride * t);
+          float* o = job.out + job.outStride * t + r;
+          *o = job.accumulate ? *o + s : s;
+        }
+      }
+    }
+  };
+  if (nth == 1 || nChunks == 1) {
+    task(0, 1);
+  } else {
+    p.run(task);
+  }
+}
+
+void rms_norm_row(const float* x, const float* w, float* y, int n, float eps) {
+  double sum = 0.0;
+  for (int i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+  const float mean = (float)(sum / n);
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  for (int i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+}
+
+// cos/sin pairs for one position, as ggml's rope cache computes them.
+void rope_cache(const ModelConfig& c, const float* freqFactors, int pos, float* cache) {
+  const float thetaScale = std::pow(c.ropeBase, -2.0f / (float)c.ropeDims);
+  float theta = (float)pos;
+  for (int i0 = 0; i0 < c.ropeDims; i0 += 2) {
+    const float ff = freqFactors ? freqFactors[i0 / 2] : 1.0f;
+    const float t = c.ropeFreqScale * (theta / ff);
+    cache[i0] = std::cos(t);
+    cache[i0 + 1] = std::sin(t);
+    theta *= thetaScale;
+  }
+}
+
+void rope_apply(const ModelConfig& c, const float* cache, float* x) {
+  if (c.ropeNeox) {
+    const int half = c.ropeDims / 2;
+    for (int i0 = 0; i0 < c.ropeDims; i0 += 2) {
+      const int ic = i0 / 2;
+      const float x0 = x[ic], x1 = x[ic + half];
+      x[ic] = x0 * cache[i0] - x1 * cache[i0 + 1];
+      x[ic + half] = x0 * cache[i0 + 1] + x1 * cache[i0];
+    }
+  } else {
+    for (int i0 = 0; i0 < c.ropeDims; i0 += 2) {
+      const float x0 = x[i0], x1 = x[i0 + 1];
+      x[i0] = x0 * cache[i0] - x1 * cache[i0 + 1];
+      x[i0 + 1] = x0 * cache[i0 + 1] + x1 * cache[i0];
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(const Tensor& w, const float* x, int n, float* out, int64_t outStride, bool accumulate) {
+  MatJob job{&w, quantize_acts(w.tr->dotPartner, x, n, w.ne0), out, outStride, accumulate};
+  run_matmuls(&job, 1, n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// KV cache
+
+KvCache::KvCache(const ModelConfig& cfg, int nCtx, bool f16)
+    : nCtx_(nCtx), layerStart_(cfg.layerStart), layerEnd_(cfg.layerEnd), f16_(f16) {
+  if (nCtx <= 0) throw ModelError("KV cache size must be positive");
+  layerBytes_ = (size_t)nCtx * cfg.nHeadKv * cfg.headDim * (f16 ? 2 : 4);
+  totalBytes_ = layerBytes_ * 2 * (size_t)std::max(1, layerEnd_ - layerStart_);
+  // Anonymous pages cost nothing until a position is written, so a large context is cheap.
+  void* p = mmap(nullptr, totalBytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw ModelError("cannot allocate KV cache of " + std::to_string(totalBytes_) + " bytes");
+  base_ = (uint8_t*)p;
+}
+
+KvCache::~KvCache() { munmap(base_, totalBytes_); }
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+static const char* kLayerRoles[] = {"attn_norm",   "attn_q",      "attn_k",      "attn_v",      "attn_output",
+                                    "attn_q_bias", "attn_k_bias", "attn_v_bias", "attn_q_norm", "attn_k_norm",
+                                    "ffn_norm",    "ffn_gate",    "ffn_up",      "ffn_down"};
+
+Model::Model(const std::string& path, const ModelConfig& cfg, const std::vector<TensorDesc>& tensors)
+    : cfg_(cfg), path_(path) {
+  init_kernels();
+  if (cfg.nEmbd <= 0 || cfg.nHead <= 0 || cfg.nHeadKv <= 0 || cfg.headDim <= 0 || cfg.nHead % cfg.nHeadKv != 0)
+    throw ModelError("invalid model shape");
+  if (cfg.layerStart < 0 || cfg.layerEnd > cfg.nLayer || cfg.layerStart > cfg.layerEnd)
+    throw ModelError("invalid layer range");
+  if (cfg.ropeDims <= 0 || cfg.ropeDims > cfg.headDim || cfg.ropeDims % 2 != 0)
+    throw ModelError("invalid rope dimension count " + std::to_string(cfg.ropeDims));
+  fd_ = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw ModelError("cannot open " + path + ": " + std::strerror(errno));
+  struct stat st;
+  if (fstat(fd_, &st) != 0) {
+    close(fd_);
+    throw ModelError("cannot stat " + path);
+  }
+  fileBytes_ = (uint64_t)st.st_size;
+  try {
+    layers_.resize(std::max(0, cfg.layerEnd - cfg.layerStart));
+    const int64_t qDim = (int64_t)cfg.nHead * cfg.headDim;
+    const int64_t kvDim = (int64_t)cfg.nHeadKv * cfg.headDim;
+    for (const TensorDesc& d : tensors) {
+      if (d.layer < 0) {
+        if (d.role == "token_embd") {
+          tokEmbd_ = mapTensor(d, false);
+          if (tokEmbd_.ne0 != cfg.nEmbd) throw ModelError("token_embd has the wrong width");
+        } else if (d.role == "output") {
+          output_ = mapTensor(d, true);
+          if (output_.ne0 != cfg.nEmbd) throw ModelError("output has the wrong width");
+        } else if (d.role == "output_norm") {
+          outNorm_ = loadVector(d, cfg.nEmbd);
+        } else if (d.role == "rope_freqs") {
+          ropeFreqs_ = loadVector(d, cfg.ropeDims / 2);
+        } else {
+          throw ModelError("unknown tensor role " + d.role);
+        }
+        continue;
+      }
+      if (d.layer < cfg.layerStart || d.layer >= cfg.layerEnd)
+        throw ModelError("tensor for layer " + std::to_string(d.layer) + " is outside the shard");
+      LayerWeights& L = layers_[d.layer - cfg.layerStart];
+      auto mat = [&](Tensor& t, int64_t ne0, int64_t ne1) {
+        t = mapTensor(d, true);
+        if (t.ne0 != ne0 || t.ne1 != ne1)
+          throw ModelError("blk." + std::to_string(d.layer) + "." + d.role + " has shape [" + std::to_string(t.ne0) +
+                           ", " + std::to_string(t.ne1) + "], expected [" + std::to_string(ne0) + ", " +
+                           std::to_string(ne1) + "]");
+      };
+      if (d.role == "attn_norm") L.attnNormF = loadVector(d, cfg.nEmbd);
+      else if (d.role == "ffn_norm") L.ffnNormF = loadVector(d, cfg.nEmbd);
+      else if (d.role == "attn_q") mat(L.wq, cfg.nEmbd, qDim);
+      else if (d.role == "attn_k") mat(L.wk, cfg.nEmbd, kvDim);
+      else if (d.role == "attn_v") mat(L.wv, cfg.nEmbd, kvDim);
+      else if (d.role == "attn_output") mat(L.wo, qDim, cfg.nEmbd);
+      else if (d.role == "ffn_gate") mat(L.wGate, cfg.nEmbd, cfg.nFf);
+      else if (d.role == "ffn_up") mat(L.wUp, cfg.nEmbd, cfg.nFf);
+      else if (d.role == "ffn_down") mat(L.wDown, cfg.nFf, cfg.nEmbd);
+      else if (d.role == "attn_q_bias") L.bq = loadVector(d, qDim);
+      else if (d.role == "attn_k_bias") L.bk = loadVector(d, kvDim);
+      else if (d.role == "attn_v_bias") L.bv = loadVector(d, kvDim);
+      else if (d.role == "attn_q_norm") L.qNorm = loadVector(d, cfg.headDim);
+      else if (d.role == "attn_k_norm") L.kNorm = loadVector(d, cfg.headDim);
+      else throw ModelError("unknown tensor role " + d.role);
+    }
+    for (int il = cfg.layerStart; il < cfg.layerEnd; il++) {
+      const LayerWeights& L = layers_[il - cfg.layerStart];
+      const std::string p = "blk." + std::to_string(il) + ".";
+      if (L.attnNormF.empty()) throw ModelError("missing tensor " + p + "attn_norm.weight");
+      if (L.ffnNormF.empty()) throw ModelError("missing tensor " + p + "ffn_norm.weight");
+      const std::pair<const Tensor*, const char*> req[] = {{&L.wq, "attn_q"},         {&L.wk, "attn_k"},
+                                                           {&L.wv, "attn_v"},         {&L.wo, "attn_output"},
+                                                           {&L.wGate, "ffn_gate"},    {&L.wUp, "ffn_up"},
+                                                           {&L.wDown, "ffn_down"}};
+      for (auto& r : req)
+        if (!r.first->present()) throw ModelError("missing tensor " + p + r.second + ".weight");
+    }
+    if (output_.present() && outNorm_.empty()) throw ModelError("missing tensor output_norm.weight");
+  } catch (...) {
+    unmapAll();
+    throw;
+  }
+  (void)kLayerRoles;
+}
+
+Model::~Model() { unmapAll(); }
+
+void Model::unmapAll() {
+  for (auto& kv : regions_) munmap(kv.second.first.base, kv.second.first.len);
+  regions_.clear();
+  mappedBytes_ = 0;
+  layers_.clear();
+  tokEmbd_ = Tensor{};
+  output_ = Tensor{};
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+}
+
+Tensor Model::mapTensor(const TensorDesc& d, bool needsDot) {
+  const std::string name = d.layer >= 0 ? "blk." + std::to_string(d.layer) + "." + d.role : d.role;
+  const TypeTraits* tr = type_traits(d.type);
+  if (tr == nullptr || (needsDot && tr->dot == nullptr))
+    throw ModelError("tensor " + name + " has unsupported type " + std::to_string(d.type));
+  if (d.ne0 % tr->blockElems != 0)
+    throw ModelError("tensor " + name + ": row of " + std::to_string(d.ne0) + " is not a multiple of the " +
+                     tr->name + " block size");
+  Tensor t;
+  t.type = d.type;
+  t.tr = tr;
+  t.ne0 = d.ne0;
+  t.ne1 = d.ne1;
+  t.rowBytes = row_bytes(tr, d.ne0);
+  if ((uint64_t)t.rowBytes * (uint64_t)d.ne1 != d.sizeBytes)
+    throw ModelError("tensor " + name + ": size does not match its shape and type");
+  if (d.offset > fileBytes_ || d.sizeBytes > fileBytes_ - d.offset)
+    throw ModelError("tensor " + name + " lies outside the file (" + path_ + ")");
+  auto it = regions_.find(d.offset);
+  if (it != regions_.end()) {
+    t.data = it->second.second;
+    return t;
+  }
+  const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  const uint64_t start = d.offset & ~(page - 1);
+  const size_t len = (size_t)(d.offset + d.sizeBytes - start);
+  void* base = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd_, (off_t)start);
+  if (base == MAP_FAILED) throw ModelError("cannot map tensor " + name + ": " + std::strerror(errno));
+  t.data = (const uint8_t*)base + (d.offset - start);
+  regions_[d.offset] = {Region{base, len}, t.data};
+  mappedBytes_ += len;
+  return t;
+}
+
+std::vector<float> Model::loadVector(const TensorDesc& d, int64_t expected) {
+  const std::string name = d.layer >= 0 ? "blk." + std::to_string(d.layer) + "." + d.role : d.role;
+  const TypeTraits* tr = type_traits(d.type);
+  if (tr == nullptr) throw ModelError("tensor " + name + " has unsupported type " + std::to_string(d.type));
+  if (d.ne0 * d.ne1 != expected)
+    throw ModelError("tensor " + name + " has " + std::to_string(d.ne0 * d.ne1) + " elements, expected " +
+                     std::to_string(expected));
+  if (d.ne0 % tr->blockElems != 0 || row_bytes(tr, d.ne0) * (uint64_t)d.ne1 != d.sizeBytes)
+    throw ModelError("tensor " + name + ": size does not match its shape and type");
+  if (d.offset > fileBytes_ || d.sizeBytes > fileBytes_ - d.offset)
+    throw ModelError("tensor " + name + " lies outside the file (" + path_ + ")");
+  std::vector<uint8_t> raw(d.sizeBytes);
+  size_t done = 0;
+  while (done < raw.size()) {
+    const ssize_t r = pread(fd_, raw.data() + done, raw.size() - done, (off_t)(d.offset + done));
+    if (r <= 0) throw ModelError("cannot read tensor " + name);
+    done += (size_t)r;
+  }
+  std::vector<float> out((size_t)expected);
+  tr->toFloat(raw.data(), out.data(), expected);
+  return out;
+}
+
+void Model::prefetch(const Tensor& t) {
+  if (!t.present()) return;
+  const size_t bytes = t.rowBytes * (size_t)t.ne1;
+  volatile uint8_t sink = 0;
+  for (size_t off = 0; off < bytes; off += 4096) sink = sink + t.data[off];
+  (void)sink;
+}
+
+void Model::prefetchLayer(int layer) {
+  if (layer < cfg_.layerStart || layer >= cfg_.layerEnd) throw ModelError("layer outside the shard");
+  const LayerWeights& L = layers_[layer - cfg_.layerStart];
+  for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.wGate, &L.wUp, &L.wDown}) prefetch(*t);
+}
+
+void Model::prefetchRest() {
+  prefetch(tokEmbd_);
+  prefetch(output_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+void Model::embed(const int32_t* tokens, int n, float* out) {
+  if (!tokEmbd_.present()) throw ModelError("this shard has no token embeddings (not the first stage)");
+  for (int t = 0; t < n; t++) {
+    if (tokens[t] < 0 || tokens[t] >= tokEmbd_.ne1)
+      throw ModelError("token id " + std::to_string(tokens[t]) + " is outside the vocabulary");
+  }
+  for (int t = 0; t < n; t++)
+    tokEmbd_.tr->toFloat(tokEmbd_.data + (size_t)tokens[t] * tokEmbd_.rowBytes, out + (size_t)t * cfg_.nEmbd,
+                         cfg_.nEmbd);
+}
+
+void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
+  const ModelConfig& c = cfg_;
+  if (il < c.layerStart || il >= c.layerEnd) throw ModelError("layer " + std::to_string(il) + " is not in this shard");
+  if (il < kv.layerStart() || il >= kv.layerEnd()) throw ModelError("KV cache does not hold layer " + std::to_string(il));
+  if (pos < 0 || n <= 0 || pos + n > kv.nCtx())
+    throw ModelError("positions " + std::to_string(pos) + ".." + std::to_string(pos + n) +
+                     " do not fit the context of " + std::to_string(kv.nCtx()));
+  const LayerWeights& L = layers_[il - c.layerStart];
+  const int nEmbd = c.nEmbd, hd = c.headDim;
+  const int64_t qDim = (int64_t)c.nHead * hd, kvDim = (int64_t)c.nHeadKv * hd;
+  Scratch& S = g_scratch;
+  float* xn = grow(S.xn, (size_t)n * nEmbd);
+  float* q = grow(S.q, (size_t)n * qDim);
+  float* k = grow(S.k, (size_t)n * kvDim);
+  float* v = grow(S.v, (size_t)n * kvDim);
+  float* attn = grow(S.attn, (size_t)n * qDim);
+  float* rope = grow(S.rope, (size_t)n * c.ropeDims);
+  const float* freqs = ropeFreqs_.empty() ? nullptr : ropeFreqs_.data();
+
+  // Attention block.
+  for (int t = 0; t < n; t++) rms_norm_row(x + (size_t)t * nEmbd, L.attnNormF.data(), xn + (size_t)t * nEmbd, nEmbd, c.eps);
+  {
+    const QuantizedActs aq = quantize_acts(L.wq.tr->dotPartner, xn, n, nEmbd);
+    const QuantizedActs ak = L.wk.tr->dotPartner == L.wq.tr->dotPartner ? aq : quantize_acts(L.wk.tr->dotPartner, xn, n, nEmbd);
+    const QuantizedActs av = L.wv.tr->dotPartner == L.wq.tr->dotPartner ? aq
+                             : L.wv.tr->dotPartner == L.wk.tr->dotPartner ? ak
+                                                                           : quantize_acts(L.wv.tr->dotPartner, xn, n, nEmbd);
+    const MatJob jobs[3] = {{&L.wq, aq, q, qDim, false}, {&L.wk, ak, k, kvDim, false}, {&L.wv, av, v, kvDim, false}};
+    run_matmuls(jobs, 3, n);
+  }
+  uint8_t* kc = kv.k(il);
+  uint8_t* vc = kv.v(il);
+  const bool f16 = kv.f16();
+  const size_t eltBytes = f16 ? 2 : 4;
+  const FloatKernels& fk = float_kernels();
+  parallel_for(n, 8, [&](int t) {
+    float* qt = q + (size_t)t * qDim;
+    float* kt = k + (size_t)t * kvDim;
+    float* vt = v + (size_t)t * kvDim;
+    if (!L.bq.empty())
+      for (int64_t i = 0; i < qDim; i++) qt[i] += L.bq[i];
+    if (!L.bk.empty())
+      for (int64_t i = 0; i < kvDim; i++) kt[i] += L.bk[i];
+    if (!L.bv.empty())
+      for (int64_t i = 0; i < kvDim; i++) vt[i] += L.bv[i];
+    if (!L.qNorm.empty())
+      for (int h = 0; h < c.nHead; h++) rms_norm_row(qt + h * hd, L.qNorm.data(), qt + h * hd, hd, c.eps);
+    if (!L.kNorm.empty())
+      for (int h = 0; h < c.nHeadKv; h++) rms_norm_row(kt + h * hd, L.kNorm.data(), kt + h * hd, hd, c.eps);
+    float* rc = rope + (size_t)t * c.ropeDims;
+    rope_cache(c, freqs, pos + t, rc);
+    for (int h = 0; h < c.nHead; h++) rope_apply(c, rc, qt + h * hd);
+    for (int h = 0; h < c.nHeadKv; h++) rope_apply(c, rc, kt + h * hd);
+    const size_t at = (size_t)(pos + t) * kvDim * eltBytes;
+    if (f16) {
+      fk.f32ToF16(kt, kc + at, kvDim);
+      fk.f32ToF16(vt, vc + at, kvDim);
+    } else {
+      std::memcpy(kc + at, kt, kvDim * 4);
+      std::memcpy(vc + at, vt, kvDim * 4);
+    }
+  });
+
+  // Grouped-query attention, one (token, head) pair per work item.
+  {
+    ThreadPool& p = pool();
+    const int nth = p.size();
+    const int nCtx = kv.nCtx();
+    float* scoresAll = grow(S.scores, (size_t)nth * nCtx);
+    uint16_t* q16All = grow(S.q16, (size_t)nth * hd);
+    const int group = c.nHead / c.nHeadKv;
+    const float scale = 1.0f / std::sqrt((float)hd);
+    const TypeTraits* kt16 = type_traits(T_F16);
+    const int items = n * c.nHead;
+    ChunkCounter counter;
+    auto task = [&](int ith, int) {
+      float* sc = scoresAll + (size_t)ith * nCtx;
+      uint16_t* q16 = q16All + (size_t)ith * hd;
+      int64_t s, e;
+      while (counter.take(items, 1, &s, &e)) {
+        const int t = (int)(s / c.nHead), h = (int)(s % c.nHead);
+        const int kvh = h / group;
+        const int last = pos + t;  // causal: attends to positions 0..last
+        const float* qh = q + (size_t)t * qDim + (size_t)h * hd;
+        float mx = -INFINITY;
+        if (f16) {
+          // Like llama.cpp, the query meets an f16 cache as f16.
+          fk.f32ToF16(qh, q16, hd);
+          for (int j = 0; j <= last; j++) {
+            float d;
+            kt16->dot(hd, &d, kc + ((size_t)j * kvDim + (size_t)kvh * hd) * 2, q16);
+            sc[j] = d * scale;
+            mx = std::max(mx, sc[j]);
+          }
+        } else {
+          const TypeTraits* kt32 = type_traits(T_F32);
+          for (int j = 0; j <= last; j++) {
+            float d;
+            kt32->dot(hd, &d, kc + ((size_t)j * kvDim + (size_t)kvh * hd) * 4, qh);
+            sc[j] = d * scale;
+            mx = std::max(mx, sc[j]);
+          }
+        }
+        double sum = 0.0;
+        for (int j = 0; j <= last; j++) {
+          sc[j] = std::exp(sc[j] - mx);
+          sum += sc[j];
+        }
+        const float inv = (float)(1.0 / sum);
+        float* out = attn + (size_t)t * qDim + (size_t)h * hd;
+        std::memset(out, 0, hd * sizeof(float));
+        for (int j = 0; j <= last; j++) {
+          const size_t at = (size_t)j * kvDim + (size_t)kvh * hd;
+          if (f16) fk.axpyF16(hd, sc[j] * inv, (const uint16_t*)vc + at, out);
+          else fk.axpyF32(hd, sc[j] * inv, (const float*)vc + at, out);
+        }
+      }
+    };
+    if (nth == 1 || items == 1) task(0, 1);
+    else p.run(task);
+  }
+  {
+    const MatJob job{&L.wo, quantize_acts(L.wo.tr->dotPartner, attn, n, qDim), x, nEmbd, true};
+    run_matmuls(&job, 1, n);
+  }
+
+  // Feed-forward block (SwiGLU).
+  float* gate = grow(S.gate, (size_t)n * c.nFf);
+  float* up = grow(S.up, (size_t)n * c.nFf);
+  for (int t = 0; t < n; t++) rms_norm_row(x + (size_t)t * nEmbd, L.ffnNormF.data(), xn + (size_t)t * nEmbd, nEmbd, c.eps);
+  {
+    const QuantizedActs ag = quantize_acts(L.wGate.tr->dotPartner, xn, n, nEmbd);
+    const QuantizedActs au = L.wUp.tr->dotPartner == L.wGate.tr->dotPartner ? ag : quantize_acts(L.wUp.tr->dotPartner, xn, n, nEmbd);
+    const MatJob jobs[2] = {{&L.wGate, ag, gate, c.nFf, false}, {&L.wUp, au, up, c.nFf, false}};
+    run_matmuls(jobs, 2, n);
+  }
+  parallel_for(n, 8, [&](int t) {
+    float* g = gate + (size_t)t * c.nFf;
+    const float* u = up + (size_t)t * c.nFf;
+    for (int i = 0; i < c.nFf; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  });
+  {
+    const MatJob job{&L.wDown, quantize_acts(L.wDown.tr->dotPartner, gate, n, c.nFf), x, nEmbd, true};
+    run_matmuls(&job, 1, n);
+  }
+}
+
+void Model::head(const float* x, int n, int first, float* logits) {
+  if (!output_.present()) throw ModelError("this shard has no output head (not the last stage)");
+  if (first < 0 || first >= n) throw ModelError("invalid head row range");
+  const int rows = n - first;
+  const int nEmbd = cfg_.nEmbd;
+  float* xn = grow(g_scratch.tmp, (size_t)rows * nEmbd);
+  for (int t = 0; t < rows; t++)
+    rms_norm_row(x + (size_t)(first + t) * nEmbd, outNorm_.data(), xn + (size_t)t * nEmbd, nEmbd, cfg_.eps);
+  matmul(output_, xn, rows, logits, output_.ne1, false);
+}
+
+}  // namespace skein

@@ -1,0 +1,94 @@
+#include "threadpool.h"
+
+#include <chrono>
+#include <memory>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SKEIN_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define SKEIN_PAUSE() __asm__ __volatile__("yield")
+#else
+#define SKEIN_PAUSE() ((void)0)
+#endif
+
+namespace skein {
+
+// How long a worker keeps spinning after its last task before it sleeps. Long enough to span the
+// JavaScript between two ops of one token (sampling, the layer loop), short enough to idle cheaply.
+static constexpr auto kSpinBeforeSleep = std::chrono::microseconds(1000);
+
+ThreadPool::ThreadPool(int nThreads) : nThreads_(nThreads < 1 ? 1 : nThreads) {
+  for (int i = 1; i < nThreads_; i++) workers_.emplace_back([this, i] { workerLoop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_.store(true);
+    generation_.fetch_add(1);
+  }
+  wake_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::run(TaskFn fn, void* ctx) {
+  if (nThreads_ == 1) {
+    fn(ctx, 0, 1);
+    return;
+  }
+  fn_ = fn;
+  ctx_ = ctx;
+  pending_.store(nThreads_ - 1, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    wake_.notify_all();
+  }
+  fn(ctx, 0, nThreads_);
+  while (pending_.load(std::memory_order_acquire) != 0) SKEIN_PAUSE();
+}
+
+void ThreadPool::workerLoop(int ith) {
+  uint64_t seen = 0;
+  for (;;) {
+    auto spinStart = std::chrono::steady_clock::now();
+    uint32_t spins = 0;
+    for (;;) {
+      if (generation_.load(std::memory_order_acquire) != seen) break;
+      SKEIN_PAUSE();
+      if ((++spins & 255) == 0 && std::chrono::steady_clock::now() - spinStart > kSpinBeforeSleep) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        wake_.wait(lock, [&] { return generation_.load(std::memory_order_seq_cst) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+        break;
+      }
+    }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
+    fn_(ctx_, ith, nThreads_);
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+int default_threads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : (int)n;
+}
+
+static std::unique_ptr<ThreadPool> g_pool;
+
+ThreadPool& pool() {
+  if (!g_pool) g_pool = std::make_unique<ThreadPool>(default_threads());
+  return *g_pool;
+}
+
+void set_pool_threads(int n) {
+  const int want = n <= 0 ? default_threads() : n;
+  if (g_pool && g_pool->size() == want) return;
+  g_pool.reset();
+  g_pool = std::make_unique<ThreadPool>(want);
+}
+
+}  // namespace skein
