@@ -1,0 +1,223 @@
+// FakeCluster: a ClusterPort in one process for API tests. Events go through the real `apply`, so
+// the State the API reads is exactly what a node would hold; a small fake master answers commands
+// the way src/master does (admission, cancel, finish → delete, placement), and tests play the
+// runner by emitting TaskStatusUpdated / ChunkGenerated themselves.
+import type { ClusterPort, StateListener } from "../../src/node/cluster-port.ts";
+import { apply } from "../../src/shared/apply.ts";
+import type { CommandId, InstanceId, ModelId, NodeId, RunnerId, TaskId } from "../../src/shared/ids.ts";
+import { newInstanceId, newRunnerId, newTaskId } from "../../src/shared/ids.ts";
+import { TASKS_PENDING_PER_INSTANCE_MAX } from "../../src/shared/limits.ts";
+import type { State } from "../../src/shared/state.ts";
+import { emptyState, findTaskByCommandId, instancesOfModel, tasksOfInstance } from "../../src/shared/state.ts";
+import type { Command, CommandOf, Event, FailureCode, FinishReason, IndexedEvent, Instance, Task } from "../../src/shared/types.ts";
+import { isTaskTerminal } from "../../src/shared/types.ts";
+
+export type Delivery = "sync" | "microtask";
+
+export interface FakeClusterOptions {
+  readonly nodeId?: string;
+  /** "microtask" is how src/node wires a local master; "sync" answers inside sendCommand (re-entrancy). */
+  readonly delivery?: Delivery;
+  /** Events kept for eventsSince; older ones answer null (→ 410). */
+  readonly historyMax?: number;
+  /** When false, PlaceInstance is ignored, as the master does when no placement fits. */
+  readonly placementPossible?: boolean;
+}
+
+export class FakeCluster implements ClusterPort {
+  readonly nodeId: NodeId;
+  readonly commands: Command[] = [];
+  placementPossible: boolean;
+  /** Called after the fake master has answered a TextGeneration with TaskCreated. */
+  onTaskCreated: ((task: Task) => void) | null = null;
+  private current: State = emptyState();
+  private readonly listeners = new Set<StateListener>();
+  private readonly history: IndexedEvent[] = [];
+  private readonly historyMax: number;
+  private readonly delivery: Delivery;
+
+  constructor(options: FakeClusterOptions = {}) {
+    this.nodeId = (options.nodeId ?? "node-fake") as NodeId;
+    this.delivery = options.delivery ?? "microtask";
+    this.historyMax = options.historyMax ?? 10_000;
+    this.placementPossible = options.placementPossible ?? true;
+  }
+
+  get state(): State {
+    return this.current;
+  }
+
+  get listenerCount(): number {
+    return this.listeners.size;
+  }
+
+  subscribe(listener: StateListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  eventsSince(sinceIdx: number): readonly IndexedEvent[] | null {
+    const oldest = this.history[0]?.idx ?? this.current.lastIdx + 1;
+    if (sinceIdx < oldest) return null;
+    return this.history.filter((e) => e.idx >= sinceIdx);
+  }
+
+  sendCommand(command: Command): void {
+    this.commands.push(command);
+    if (this.delivery === "sync") this.answer(command);
+    else queueMicrotask(() => this.answer(command));
+  }
+
+  /** Index, apply (the real apply) and publish one event. */
+  emit(event: Event): IndexedEvent {
+    const indexed: IndexedEvent = { idx: this.current.lastIdx + 1, atMs: 1_700_000_000_000 + this.current.lastIdx + 1, event };
+    this.current = apply(this.current, indexed);
+    this.history.push(indexed);
+    if (this.history.length > this.historyMax) this.history.shift();
+    for (const listener of [...this.listeners]) listener(indexed, this.current);
+    return indexed;
+  }
+
+  // ── what tests look at ──────────────────────────────────────────────────────────────────────
+
+  sent<T extends Command["type"]>(type: T): CommandOf<T>[] {
+    return this.commands.filter((c): c is CommandOf<T> => c.type === type);
+  }
+
+  /** TaskCancelled / TaskFinished sent for one completion id. */
+  cancelsOf(commandId: string): number {
+    return this.sent("TaskCancelled").filter((c) => c.cancelledCommandId === commandId).length;
+  }
+
+  finishesOf(commandId: string): number {
+    return this.sent("TaskFinished").filter((c) => c.finishedCommandId === commandId).length;
+  }
+
+  taskOf(commandId: string): Task | undefined {
+    return findTaskByCommandId(this.current, commandId as CommandId);
+  }
+
+  // ── setting the scene ───────────────────────────────────────────────────────────────────────
+
+  addNode(nodeId: string = this.nodeId, memoryBytes = 16 * 1024 ** 3): void {
+    this.emit({
+      type: "NodeGatheredInfo",
+      info: { nodeId: nodeId as NodeId, hostname: nodeId, memoryTotalBytes: memoryBytes, memoryAvailableBytes: memoryBytes, cores: 2, addresses: ["127.0.0.1"], apiPort: 0, clusterPort: 0 },
+    });
+  }
+
+  /** An instance of `modelId` on this node, one shard, its runner Ready. */
+  addInstance(modelId: string, layerCount = 4): Instance {
+    const runnerId = newRunnerId();
+    const instance: Instance = {
+      instanceId: newInstanceId(),
+      modelId: modelId as ModelId,
+      sharding: "pipeline",
+      layerCount,
+      shards: [{ runnerId, nodeId: this.nodeId, layerStart: 0, layerEnd: layerCount }],
+    };
+    this.emit({ type: "InstanceCreated", instance });
+    return instance;
+  }
+
+  runnerOf(instanceId: InstanceId): RunnerId {
+    const runner = Object.values(this.current.runners).find((r) => r.instanceId === instanceId);
+    if (runner === undefined) throw new Error(`no runner for ${instanceId}`);
+    return runner.runnerId;
+  }
+
+  // ── playing the runner ──────────────────────────────────────────────────────────────────────
+
+  setTaskStatus(taskId: TaskId, status: Task["status"], extra: { finishReason?: FinishReason; failureCode?: FailureCode; failureReason?: string; promptTokens?: number; tokensGenerated?: number } = {}): void {
+    this.emit({
+      type: "TaskStatusUpdated",
+      taskId,
+      status,
+      finishReason: extra.finishReason ?? null,
+      failureCode: extra.failureCode ?? null,
+      failureReason: extra.failureReason ?? null,
+      tokensGenerated: extra.tokensGenerated ?? null,
+      promptTokens: extra.promptTokens ?? null,
+    });
+  }
+
+  /** One chunk; its index and token count follow the task's previous chunks. */
+  chunk(taskId: TaskId, text: string, index?: number): void {
+    const tokensGenerated = (this.current.tasks[taskId]?.tokensGenerated ?? 0) + 1;
+    this.emit({ type: "ChunkGenerated", taskId, chunk: { index: index ?? tokensGenerated - 1, text, tokensGenerated, logprobs: null } });
+  }
+
+  /** Running, each piece as a chunk, then Complete with the counts. */
+  generate(taskId: TaskId, pieces: readonly string[], finishReason: FinishReason = "stop", promptTokens = 7): void {
+    this.setTaskStatus(taskId, "Running", { promptTokens });
+    for (const piece of pieces) this.chunk(taskId, piece);
+    this.setTaskStatus(taskId, "Complete", { finishReason, promptTokens, tokensGenerated: pieces.length });
+  }
+
+  // ── the fake master ─────────────────────────────────────────────────────────────────────────
+
+  private answer(command: Command): void {
+    switch (command.type) {
+      case "TextGeneration":
+        return this.onTextGeneration(command);
+      case "TaskCancelled": {
+        const task = findTaskByCommandId(this.current, command.cancelledCommandId);
+        if (task !== undefined && !isTaskTerminal(task.status)) this.setTaskStatus(task.taskId, "Cancelled", { finishReason: "cancelled" });
+        return;
+      }
+      case "TaskFinished": {
+        const task = findTaskByCommandId(this.current, command.finishedCommandId);
+        if (task === undefined) return;
+        if (!isTaskTerminal(task.status)) this.setTaskStatus(task.taskId, "Cancelled", { finishReason: "cancelled" });
+        this.emit({ type: "TaskDeleted", taskId: task.taskId });
+        return;
+      }
+      case "PlaceInstance":
+        if (this.placementPossible) this.addInstance(command.model.modelId, command.model.layerCount);
+        return;
+      case "DeleteInstance":
+        if (this.current.instances[command.instanceId] !== undefined) this.emit({ type: "InstanceDeleted", instanceId: command.instanceId, reason: "deleted on request" });
+        return;
+      case "RequestEventLog":
+        return;
+    }
+  }
+
+  private onTextGeneration(command: CommandOf<"TextGeneration">): void {
+    if (findTaskByCommandId(this.current, command.commandId) !== undefined) return;
+    const instance = instancesOfModel(this.current, command.modelId)[0];
+    const pendingCount = instance === undefined ? 0 : tasksOfInstance(this.current, instance.instanceId).filter((t) => t.status === "Pending").length;
+    const failure: { code: FailureCode; reason: string } | null =
+      instance === undefined
+        ? { code: "no_instance", reason: `no instance serves model ${command.modelId}` }
+        : pendingCount >= TASKS_PENDING_PER_INSTANCE_MAX
+          ? { code: "queue_full", reason: "queue full" }
+          : null;
+    const task: Task = {
+      taskId: newTaskId(),
+      commandId: command.commandId,
+      instanceId: instance?.instanceId ?? null,
+      modelId: command.modelId,
+      originNodeId: command.originNodeId,
+      status: failure === null ? "Pending" : "Failed",
+      params: command.params,
+      promptTokens: 0,
+      tokensGenerated: 0,
+      prefill: null,
+      finishReason: failure === null ? null : "error",
+      failureCode: failure?.code ?? null,
+      failureReason: failure?.reason ?? null,
+    };
+    this.emit({ type: "TaskCreated", task });
+    this.onTaskCreated?.(task);
+  }
+}
+
+/** Waits for an observed condition, polling on the event loop; fails after timeoutMs. */
+export async function waitUntil(condition: () => boolean, what: string, timeoutMs = 3_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
