@@ -1,0 +1,232 @@
+// The runner's state machine: holds one engine shard and runs one task at a time. It sees the world
+// only through a RunnerChannel (main.ts binds it to the fork IPC channel; tests bind it to an array),
+// and validates every message it receives.
+import { isAbsolute } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { Engine, EngineModule, EngineShardSpec } from "../engine/engine.ts";
+import { assertNever } from "../shared/assert.ts";
+import type { TaskId } from "../shared/ids.ts";
+import type { GenerationParams, RunnerStatus } from "../shared/types.ts";
+import { errorMessage, generate } from "./generate.ts";
+import type { GenerationOutcome } from "./generate.ts";
+import { parseToRunnerMessage, truncateText } from "./protocol.ts";
+import type { FromRunnerMessage, RunnerLogLevel, ToRunnerMessage } from "./protocol.ts";
+
+export interface RunnerChannel {
+  send(message: FromRunnerMessage): void;
+  /** Flushes what was sent, then ends the process. */
+  exit(code: number): Promise<void>;
+}
+
+interface CurrentTask {
+  readonly taskId: TaskId;
+  cancelRequested: boolean;
+}
+
+export class RunnerProcess {
+  private status: RunnerStatus = { kind: "Idle" };
+  private engine: Engine | null = null;
+  private currentTask: CurrentTask | null = null;
+  /** Load, warmup or a task; shutdown waits for it to reach a step boundary. */
+  private activeWork: Promise<void> | null = null;
+  private shuttingDown = false;
+
+  constructor(private readonly channel: RunnerChannel) {}
+
+  start(): void {
+    this.channel.send({ type: "status", status: this.status });
+  }
+
+  handleRaw(raw: unknown): void {
+    const parsed = parseToRunnerMessage(raw);
+    if (!parsed.ok) {
+      this.log("warn", "dropped an invalid message from the supervisor", { error: parsed.error });
+      return;
+    }
+    this.handle(parsed.message);
+  }
+
+  handle(message: ToRunnerMessage): void {
+    switch (message.type) {
+      case "load":
+        return this.load(message.spec, message.engineModule);
+      case "warmup":
+        return this.warmup();
+      case "startTask":
+        return this.startTask(message.taskId, message.params);
+      case "cancel":
+        return this.cancel(message.taskId);
+      case "cancelAll":
+        return this.cancelAll();
+      case "shutdown":
+        return this.shutdown();
+      default:
+        return assertNever(message);
+    }
+  }
+
+  /** Fatal errors outside any handler (uncaught exceptions) end the runner the same way. */
+  fail(reason: string): void {
+    this.setStatus({ kind: "Failed", reason: truncateText(reason) });
+    void this.channel.exit(1);
+  }
+
+  private load(spec: EngineShardSpec, engineModule: string): void {
+    if (this.status.kind !== "Idle" || this.shuttingDown) {
+      this.log("warn", "load ignored: the runner is not Idle", { status: this.status.kind });
+      return;
+    }
+    this.setStatus({ kind: "Loading", layersLoaded: 0, layerCount: spec.layerEnd - spec.layerStart });
+    this.activeWork = this.runGuarded(async () => {
+      const engine = (await importEngineModule(engineModule)).createEngine(spec);
+      this.engine = engine;
+      await engine.load((layersLoaded, layerCount) => this.setStatus({ kind: "Loading", layersLoaded, layerCount }));
+      this.setStatus({ kind: "Loaded" });
+    });
+  }
+
+  private warmup(): void {
+    const engine = this.engine;
+    if (this.status.kind !== "Loaded" || engine === null || this.shuttingDown) {
+      this.log("warn", "warmup ignored: the runner is not Loaded", { status: this.status.kind });
+      return;
+    }
+    this.setStatus({ kind: "WarmingUp" });
+    this.activeWork = this.runGuarded(async () => {
+      await engine.warmup();
+      this.setStatus({ kind: "Ready" });
+    });
+  }
+
+  private startTask(taskId: TaskId, params: GenerationParams): void {
+    const engine = this.engine;
+    if (this.currentTask?.taskId === taskId) {
+      this.log("warn", "startTask ignored: the task is already running", { taskId });
+      return;
+    }
+    const refusal = this.currentTask !== null ? `runner is busy with task ${this.currentTask.taskId}` : this.notReadyReason();
+    if (refusal !== null || engine === null) {
+      this.channel.send(refusedTask(taskId, refusal ?? "runner has no engine"));
+      return;
+    }
+    const task: CurrentTask = { taskId, cancelRequested: false };
+    this.currentTask = task;
+    this.setStatus({ kind: "Running", taskId });
+    this.activeWork = this.runGuarded(() => this.runTask(engine, task, params));
+  }
+
+  private notReadyReason(): string | null {
+    if (this.shuttingDown) return "runner is shutting down";
+    if (this.status.kind !== "Ready") return `runner is not ready (status ${this.status.kind})`;
+    return null;
+  }
+
+  private async runTask(engine: Engine, task: CurrentTask, params: GenerationParams): Promise<void> {
+    const outcome = await generate(
+      engine,
+      { taskId: task.taskId, params },
+      {
+        isCancelled: () => task.cancelRequested,
+        onPrefillProgress: (processedTokens, totalTokens) =>
+          this.channel.send({ type: "prefillProgress", taskId: task.taskId, processedTokens, totalTokens }),
+        onChunk: (chunk) => this.channel.send({ type: "chunk", taskId: task.taskId, chunk }),
+      },
+    );
+    this.currentTask = null;
+    this.channel.send(taskEndedMessage(task.taskId, outcome));
+    if (outcome.status === "Failed" && outcome.engineBroken) {
+      // The engine threw mid-computation: its state may be corrupt, so this process must not serve again.
+      this.fail(`engine failed during task ${task.taskId}: ${outcome.failureReason}`);
+      return;
+    }
+    this.setStatus({ kind: "Ready" });
+  }
+
+  private cancel(taskId: TaskId): void {
+    // Unknown and finished ids are normal (cancel races the task's end): nothing to do.
+    if (this.currentTask?.taskId === taskId) this.currentTask.cancelRequested = true;
+  }
+
+  private cancelAll(): void {
+    if (this.currentTask !== null) this.currentTask.cancelRequested = true;
+  }
+
+  private shutdown(): void {
+    if (this.shuttingDown) return;
+    this.shuttingDown = true;
+    this.cancelAll();
+    this.setStatus({ kind: "ShuttingDown" });
+    void (async () => {
+      await this.activeWork;
+      try {
+        this.engine?.close();
+      } catch (error) {
+        this.log("error", "engine.close failed", { error: errorMessage(error) });
+      }
+      this.setStatus({ kind: "Shutdown" });
+      await this.channel.exit(0);
+    })();
+  }
+
+  /** Runs load/warmup/task work; any throw there is an engine fault that ends the runner. */
+  private async runGuarded(work: () => Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch (error) {
+      this.fail(errorMessage(error));
+    } finally {
+      this.activeWork = null;
+    }
+  }
+
+  private setStatus(status: RunnerStatus): void {
+    if (this.status.kind === "Failed" || this.status.kind === "Shutdown") return;
+    // Once shutting down, only the way out may be reported (ShuttingDown → Shutdown | Failed).
+    const exiting = status.kind === "ShuttingDown" || status.kind === "Shutdown" || status.kind === "Failed";
+    if (this.shuttingDown && !exiting) return;
+    this.status = status;
+    this.channel.send({ type: "status", status });
+  }
+
+  private log(level: RunnerLogLevel, message: string, fields: Record<string, unknown>): void {
+    this.channel.send({ type: "log", level, message: truncateText(message), fields });
+  }
+}
+
+function refusedTask(taskId: TaskId, reason: string): FromRunnerMessage {
+  return {
+    type: "taskEnded",
+    taskId,
+    status: "Failed",
+    finishReason: "error",
+    failureReason: truncateText(reason),
+    failureCode: "runner_failed",
+    promptTokens: 0,
+    tokensGenerated: 0,
+  };
+}
+
+function taskEndedMessage(taskId: TaskId, outcome: GenerationOutcome): FromRunnerMessage {
+  const failed = outcome.status === "Failed";
+  return {
+    type: "taskEnded",
+    taskId,
+    status: outcome.status,
+    finishReason: outcome.finishReason,
+    failureReason: failed ? truncateText(outcome.failureReason) : null,
+    failureCode: failed ? outcome.failureCode : null,
+    promptTokens: outcome.promptTokens,
+    tokensGenerated: outcome.tokensGenerated,
+  };
+}
+
+async function importEngineModule(engineModule: string): Promise<EngineModule> {
+  const specifier = isAbsolute(engineModule) ? pathToFileURL(engineModule).href : engineModule;
+  const loaded: unknown = await import(specifier);
+  if (!isEngineModule(loaded)) throw new Error(`engine module ${engineModule} does not export createEngine(spec)`);
+  return loaded;
+}
+
+function isEngineModule(value: unknown): value is EngineModule {
+  return typeof value === "object" && value !== null && typeof (value as { createEngine?: unknown }).createEngine === "function";
+}
