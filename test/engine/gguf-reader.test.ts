@@ -51,6 +51,13 @@ const METADATA: GgufMetadataEntry[] = [
   { key: "scores", type: GgufValueType.Array, elementType: GgufValueType.Float32, value: [0, -1.5, 2] },
   { key: "types", type: GgufValueType.Array, elementType: GgufValueType.Int32, value: [1, 3, -2] },
   { key: "empty", type: GgufValueType.Array, elementType: GgufValueType.Uint8, value: [] },
+  // Larger than the writer's first buffer and the reader's read chunk, so both must grow and refill.
+  {
+    key: "many",
+    type: GgufValueType.Array,
+    elementType: GgufValueType.String,
+    value: Array.from({ length: 120_000 }, (_, index) => `token-${index}-${"x".repeat(index % 13)}`),
+  },
 ];
 
 function tensorsOfEachShape(): GgufTensorToWrite[] {
@@ -195,7 +202,7 @@ test("a file truncated anywhere before its tensor data ends is refused", () => {
   const metadataPath = tempPath();
   writeGguf(metadataPath, { metadata: METADATA, tensors: [] });
   const size = readFileSync(metadataPath).length;
-  truncateSync(metadataPath, size - 3);
+  truncateSync(metadataPath, Math.floor(size / 2));
   assertGgufError(metadataPath, /truncated file/);
 });
 

@@ -40,6 +40,7 @@ class ByteSink {
   private buffer = Buffer.alloc(1 << 16);
   length = 0;
 
+  /** Grows the buffer; callers must read `this.buffer` only after calling it (it may be replaced). */
   private reserve(byteCount: number): number {
     if (this.length + byteCount > this.buffer.length) {
       const grown = Buffer.alloc(Math.max(this.buffer.length * 2, this.length + byteCount));
@@ -52,42 +53,54 @@ class ByteSink {
   }
 
   u8(value: number): void {
-    this.buffer.writeUInt8(value, this.reserve(1));
+    const at = this.reserve(1);
+    this.buffer.writeUInt8(value, at);
   }
   i8(value: number): void {
-    this.buffer.writeInt8(value, this.reserve(1));
+    const at = this.reserve(1);
+    this.buffer.writeInt8(value, at);
   }
   u16(value: number): void {
-    this.buffer.writeUInt16LE(value, this.reserve(2));
+    const at = this.reserve(2);
+    this.buffer.writeUInt16LE(value, at);
   }
   i16(value: number): void {
-    this.buffer.writeInt16LE(value, this.reserve(2));
+    const at = this.reserve(2);
+    this.buffer.writeInt16LE(value, at);
   }
   u32(value: number): void {
-    this.buffer.writeUInt32LE(value, this.reserve(4));
+    const at = this.reserve(4);
+    this.buffer.writeUInt32LE(value, at);
   }
   i32(value: number): void {
-    this.buffer.writeInt32LE(value, this.reserve(4));
+    const at = this.reserve(4);
+    this.buffer.writeInt32LE(value, at);
   }
   f32(value: number): void {
-    this.buffer.writeFloatLE(value, this.reserve(4));
+    const at = this.reserve(4);
+    this.buffer.writeFloatLE(value, at);
   }
   f64(value: number): void {
-    this.buffer.writeDoubleLE(value, this.reserve(8));
+    const at = this.reserve(8);
+    this.buffer.writeDoubleLE(value, at);
   }
   u64(value: number | bigint): void {
-    this.buffer.writeBigUInt64LE(BigInt(value), this.reserve(8));
+    const at = this.reserve(8);
+    this.buffer.writeBigUInt64LE(BigInt(value), at);
   }
   i64(value: number | bigint): void {
-    this.buffer.writeBigInt64LE(BigInt(value), this.reserve(8));
+    const at = this.reserve(8);
+    this.buffer.writeBigInt64LE(BigInt(value), at);
   }
   string(value: string): void {
     const bytes = utf8.encode(value);
     this.u64(bytes.length);
-    this.buffer.set(bytes, this.reserve(bytes.length));
+    const at = this.reserve(bytes.length);
+    this.buffer.set(bytes, at);
   }
   zeros(byteCount: number): void {
-    this.buffer.fill(0, this.reserve(byteCount), this.length);
+    const at = this.reserve(byteCount);
+    this.buffer.fill(0, at, this.length);
   }
   bytes(): Buffer {
     return this.buffer.subarray(0, this.length);
