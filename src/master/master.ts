@@ -16,7 +16,7 @@ import { isRunnerTransitionAllowed } from "../shared/runner-transitions.ts";
 import type { State } from "../shared/state.ts";
 import { emptyState, findTaskByCommandId, instancesOfModel, tasksOfInstance } from "../shared/state.ts";
 import type { Command, CommandOf, Event, EventOf, FailureCode, IndexedEvent, Instance, Task } from "../shared/types.ts";
-import { EventSchema, IndexedEventSchema, isTaskTerminal, WORKER_EVENT_TYPES } from "../shared/types.ts";
+import { CommandSchema, EventSchema, IndexedEventSchema, isTaskTerminal, WORKER_EVENT_TYPES } from "../shared/types.ts";
 import type { EventLog } from "./event-log.ts";
 import { placeInstance } from "./placement.ts";
 
@@ -90,6 +90,9 @@ export class Master {
     this.started = true;
     this.replayLog();
     const { nodeId, term } = this.options;
+    if (term < this.current.masterTerm) {
+      this.options.logger.warn({ term, loggedTerm: this.current.masterTerm }, "starting with a lower term than the log's last master");
+    }
     const emitted = this.emit([{ type: "MasterChanged", nodeId, term }]);
     if (this.options.cleanUpOwnOrphansOnStart ?? true) {
       emitted.push(...this.removeTasksOfOrigin(nodeId, "node_restarted", `node ${nodeId} restarted; its client connections are gone`));
@@ -103,8 +106,16 @@ export class Master {
   }
 
   /** Returns the events it emitted (often none: duplicates and unknown ids are no-ops). */
-  handleCommand(command: Command): IndexedEvent[] {
+  handleCommand(received: Command): IndexedEvent[] {
     assert(this.started, "Master.handleCommand before start");
+    // Commands may come from another node: a malformed one is refused here, never indexed (the log
+    // would refuse it at the next open) and never allowed to trip an assertion.
+    const parsed = CommandSchema.safeParse(received);
+    if (!parsed.success) {
+      this.options.logger.warn({ type: received.type, issue: parsed.error.issues[0]?.message }, "dropped malformed command");
+      return [];
+    }
+    const command = parsed.data;
     switch (command.type) {
       case "TextGeneration":
         return this.onTextGeneration(command);

@@ -252,6 +252,19 @@ test("too many tasks: at TASKS_MAX the next task is created Failed (too_many_tas
   assert.equal(mustTask(h, "room").status, "Pending");
 });
 
+test("a malformed command (e.g. from another node) is dropped with a warning, not indexed", () => {
+  const h = startMaster();
+  addInstance(h);
+  const bad = { ...textGeneration("c1"), params: { ...params, temperature: 5 } } as Command;
+  assert.deepEqual(h.master.handleCommand(bad), []);
+  assert.equal(h.logger.last()?.level, "warn");
+  assert.equal(taskOf(h, "c1"), undefined);
+  const badId = cancel("has spaces in it");
+  assert.deepEqual(h.master.handleCommand(badId), []);
+  assert.equal(h.logger.last()?.level, "warn");
+  assertStreamConsistent(h);
+});
+
 // ── cancel and finish, any order, any number of times ───────────────────────────────────────────
 
 test("TaskCancelled of a Pending task → Cancelled (finishReason cancelled); twice → no-op", () => {
