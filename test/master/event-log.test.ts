@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -242,4 +243,35 @@ test("payloads with non-ASCII text round-trip (length counts bytes, not characte
   assert.equal(again.warning, null);
   assert.deepEqual(again.readSince(0), [event]);
   await again.close();
+});
+
+test("kill -9 of a writing process: a restart reads every event it had appended", async () => {
+  const file = freshPath();
+  const fixture = path.join(import.meta.dirname, "fixtures", "append-until-killed.ts");
+  const child = spawn(process.execPath, ["--import", "tsx", fixture, file], { stdio: ["ignore", "pipe", "inherit"] });
+  let reportedIdx = -1;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("the writer reported no progress within 20 s")), 20_000);
+      child.stdout.setEncoding("utf8");
+      child.stdout.on("data", (text: string) => {
+        const lines = text.trim().split("\n");
+        reportedIdx = Number(lines.at(-1));
+        if (reportedIdx >= 500) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.on("exit", (code) => reject(new Error(`the writer exited early (${code})`)));
+    });
+  } finally {
+    child.kill("SIGKILL");
+  }
+  await new Promise((resolve) => child.once("close", resolve));
+  const log = EventLog.open(file);
+  // Everything the writer reported is there; a record cut by the kill may follow and is dropped.
+  assert.ok(log.lastIdx >= reportedIdx, `lastIdx ${log.lastIdx} < reported ${reportedIdx}`);
+  assert.deepEqual(log.readSince(reportedIdx - 1, 2).map((e) => e.idx), [reportedIdx - 1, reportedIdx]);
+  log.append([makeEvent(log.count)]);
+  await log.close();
 });
