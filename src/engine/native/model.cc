@@ -490,7 +490,8 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
         std::memset(out, 0, hd * sizeof(float));
         for (int j = 0; j <= last; j++) {
           const size_t at = (size_t)j * kvDim + (size_t)kvh * hd;
-          if (f16) fk.axpyF16(hd, sc[j] * inv, (const uint16_t*)vc + at, out);
+          // llama.cpp multiplies an f16 V by the probabilities rounded to f16; do the same.
+          if (f16) fk.axpyF16(hd, fp16_to_f32(f32_to_fp16(sc[j] * inv)), (const uint16_t*)vc + at, out);
           else fk.axpyF32(hd, sc[j] * inv, (const float*)vc + at, out);
         }
       }

@@ -22,10 +22,11 @@ void quantize_row_q8_0(const float* x, void* vy, int64_t k) {
   for (int64_t i = 0; i < k / QK8_0; i++) {
     float amax = 0.0f;
     for (int j = 0; j < QK8_0; j++) amax = std::fmax(amax, std::fabs(x[i * QK8_0 + j]));
+    // Same float operations as llama.cpp's SIMD quantizer, so both round activations alike.
     const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     y[i].d = f32_to_fp16(d);
-    for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)std::roundf(x[i * QK8_0 + j] * id);
+    for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)nearest_int(x[i * QK8_0 + j] * id);
   }
 }
 
@@ -35,10 +36,10 @@ void quantize_row_q8_1(const float* x, void* vy, int64_t k) {
     float amax = 0.0f;
     for (int j = 0; j < QK8_1; j++) amax = std::fmax(amax, std::fabs(x[i * QK8_1 + j]));
     const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     int sum = 0;
     for (int j = 0; j < QK8_1; j++) {
-      const int q = (int)std::roundf(x[i * QK8_1 + j] * id);
+      const int q = nearest_int(x[i * QK8_1 + j] * id);
       y[i].qs[j] = (int8_t)q;
       sum += q;
     }
