@@ -18,6 +18,11 @@ import type { RunnerHandle, RunnerReport, RunnerSpawnOptions, RunnerTask, SpawnR
 
 /** After `shutdown` is sent, how long the child may take to exit before it is killed. */
 export const RUNNER_SHUTDOWN_GRACE_MS = 5_000;
+/**
+ * How long a fresh child may take to send its first message. Starting Node (and, in development, the
+ * TypeScript loader) on a busy machine can take seconds, which must not read as a hang.
+ */
+export const RUNNER_STARTUP_TIMEOUT_MS = 30_000;
 
 /** Structured logging in pino's argument order, so a pino logger can be passed as is. */
 export interface RunnerLogger {
@@ -38,6 +43,8 @@ export const stderrRunnerLogger: RunnerLogger = {
 export interface RunnerSupervisorOptions {
   /** Kill the child when no message (heartbeats included) arrives for this long. */
   readonly watchdogTimeoutMs?: number;
+  /** Before the child's first message the watchdog waits this long instead (at least watchdogTimeoutMs). */
+  readonly startupTimeoutMs?: number;
   /** Passed to the child; only tests shorten it. */
   readonly heartbeatIntervalMs?: number;
   readonly shutdownGraceMs?: number;
@@ -95,9 +102,12 @@ class ChildRunner implements SupervisedRunner {
   private readonly onReport: (report: RunnerReport) => void;
   private readonly logger: RunnerLogger;
   private readonly watchdogTimeoutMs: number;
+  private readonly startupTimeoutMs: number;
+  private started = false;
   private readonly shutdownGraceMs: number;
-  private readonly watchdog: NodeJS.Timeout;
+  private watchdog: NodeJS.Timeout;
   private hasExited = false;
+  private shutdownRequested = false;
   private resolveExited: () => void = () => {};
   /** Why we killed the child, when we did; it names the exit better than the bare signal. */
   private killReason: string | null = null;
@@ -107,6 +117,7 @@ class ChildRunner implements SupervisedRunner {
     this.onReport = spawnOptions.onReport;
     this.logger = options.logger ?? stderrRunnerLogger;
     this.watchdogTimeoutMs = options.watchdogTimeoutMs ?? RUNNER_HEARTBEAT_TIMEOUT_MS;
+    this.startupTimeoutMs = Math.max(options.startupTimeoutMs ?? RUNNER_STARTUP_TIMEOUT_MS, this.watchdogTimeoutMs);
     this.shutdownGraceMs = options.shutdownGraceMs ?? RUNNER_SHUTDOWN_GRACE_MS;
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
 
@@ -118,7 +129,7 @@ class ChildRunner implements SupervisedRunner {
       stdio: ["ignore", "pipe", "pipe", "ipc"],
     });
     this.pid = this.child.pid ?? null;
-    this.watchdog = setTimeout(() => this.onWatchdog(), this.watchdogTimeoutMs).unref();
+    this.watchdog = setTimeout(() => this.onWatchdog(), this.startupTimeoutMs).unref();
 
     this.child.on("message", (raw: unknown) => this.onMessage(raw));
     // 'close' comes after 'exit' once stdio and the IPC channel are drained, so no report is lost.
@@ -145,7 +156,8 @@ class ChildRunner implements SupervisedRunner {
   }
 
   shutdown(): Promise<void> {
-    if (this.hasExited) return this.exited;
+    if (this.hasExited || this.shutdownRequested) return this.exited;
+    this.shutdownRequested = true;
     this.send({ type: "shutdown" });
     const grace = setTimeout(() => {
       this.killWith(`runner did not shut down within ${this.shutdownGraceMs} ms`);
@@ -184,7 +196,7 @@ class ChildRunner implements SupervisedRunner {
 
   private onMessage(raw: unknown): void {
     if (this.hasExited) return;
-    this.watchdog.refresh();
+    this.restartWatchdog();
     const parsed = parseFromRunnerMessage(raw);
     if (!parsed.ok) {
       this.logger.warn({ runnerId: this.runnerId, error: parsed.error }, "dropped an invalid message from the runner");
@@ -215,10 +227,25 @@ class ChildRunner implements SupervisedRunner {
     }
   }
 
+  private restartWatchdog(): void {
+    if (this.started) {
+      this.watchdog.refresh();
+      return;
+    }
+    // The first message ends the startup allowance; from now on the heartbeat timeout applies.
+    this.started = true;
+    clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(() => this.onWatchdog(), this.watchdogTimeoutMs).unref();
+  }
+
   private onWatchdog(): void {
     if (this.hasExited) return;
-    this.logger.error({ runnerId: this.runnerId, pid: this.pid }, "runner stopped sending heartbeats; killing it");
-    this.killWith(`runner hung: no heartbeat for ${this.watchdogTimeoutMs} ms`);
+    this.logger.error({ runnerId: this.runnerId, pid: this.pid, started: this.started }, "runner stopped answering; killing it");
+    this.killWith(
+      this.started
+        ? `runner hung: no heartbeat for ${this.watchdogTimeoutMs} ms`
+        : `runner did not start: no message for ${this.startupTimeoutMs} ms`,
+    );
   }
 
   private killWith(reason: string): void {

@@ -245,12 +245,24 @@ test("the watchdog kills a runner that stops sending heartbeats", async () => {
   assert.equal(exitedReports(h).length, 1);
 });
 
+test("a runner that never sends its first message is killed after the startup allowance", async () => {
+  const h = spawn({ watchdogTimeoutMs: 300, startupTimeoutMs: 300 });
+  assert.ok(h.runner.pid !== null);
+  // Stopped before it can say anything: stands for a child stuck while starting.
+  process.kill(h.runner.pid, "SIGSTOP");
+  const exited = await h.reports.next((r) => r.type === "exited", "exited");
+  assert.ok(exited.type === "exited");
+  assert.equal(exited.reason, "runner did not start: no message for 300 ms");
+  assert.equal(h.reports.items.length, 1);
+  assert.ok(processIsGone(h.runner.pid));
+});
+
 test("shutdown during a task cancels it and leaves no process", async () => {
   const h = await spawnReady({ tokenDelayMs: 20 });
   const taskId = testTaskId("shutdown");
   h.runner.startTask({ taskId, params: testParams({ maxTokens: 10_000 }) });
   await h.reports.next((r) => chunkTokens(r, taskId) >= 1, "first chunk");
-  await h.runner.shutdown();
+  await Promise.all([h.runner.shutdown(), h.runner.shutdown()]);
   const ended = h.reports.items.find((r) => isTaskEnded(r, taskId));
   assert.ok(ended?.type === "taskEnded");
   assert.equal(ended.status, "Cancelled");
