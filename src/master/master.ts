@@ -149,7 +149,11 @@ export class Master {
       this.options.logger[rejection.level]({ fromNodeId, type: event.type }, `dropped worker event: ${rejection.reason}`);
       return [];
     }
-    return this.emit([parsed.data]);
+    if (parsed.data.type !== "TaskStatusUpdated") return this.emit([parsed.data]);
+    // Stamped here, not trusted from the wire: only a worker's report releases a task from its runner.
+    const emitted = this.emit([{ ...parsed.data, fromRunner: true }]);
+    emitted.push(...this.deleteSettledTasks());
+    return emitted;
   }
 
   /** Node failure detection and link probes. A node that timed out takes its clients' tasks with it. */
@@ -166,6 +170,7 @@ export class Master {
         }
         const emitted = this.emit([event]);
         emitted.push(...this.removeTasksOfOrigin(event.nodeId, "node_restarted", `node ${event.nodeId} timed out; its client connections are gone`));
+        emitted.push(...this.deleteSettledTasks());
         return emitted;
       }
       case "TopologyEdgeCreated":
@@ -201,6 +206,8 @@ export class Master {
       finishReason: admission.ok ? null : "error",
       failureCode: admission.ok ? null : admission.failureCode,
       failureReason: admission.ok ? null : admission.reason,
+      heldByRunner: false,
+      clientFinished: false,
     };
     if (!admission.ok) this.options.logger.info({ commandId: command.commandId, failureCode: admission.failureCode }, admission.reason);
     return this.emit([{ type: "TaskCreated", task }]);
@@ -226,9 +233,15 @@ export class Master {
       this.options.logger.debug({ commandId: command.finishedCommandId }, "TaskFinished for an unknown task ignored");
       return [];
     }
+    if (task.clientFinished) {
+      this.options.logger.debug({ commandId: command.finishedCommandId }, "duplicate TaskFinished ignored");
+      return [];
+    }
     const events: Event[] = isTaskTerminal(task.status) ? [] : [cancelledEvent(task.taskId)];
-    events.push({ type: "TaskDeleted", taskId: task.taskId });
-    return this.emit(events);
+    events.push({ type: "TaskClientFinished", taskId: task.taskId });
+    const emitted = this.emit(events);
+    emitted.push(...this.deleteSettledTasks());
+    return emitted;
   }
 
   private onPlaceInstance(command: CommandOf<"PlaceInstance">): IndexedEvent[] {
@@ -250,7 +263,22 @@ export class Master {
       this.options.logger.debug({ instanceId: command.instanceId }, "DeleteInstance for an unknown instance ignored");
       return [];
     }
-    return this.emit([{ type: "InstanceDeleted", instanceId: command.instanceId, reason: "deleted on request" }]);
+    const emitted = this.emit([{ type: "InstanceDeleted", instanceId: command.instanceId, reason: "deleted on request" }]);
+    emitted.push(...this.deleteSettledTasks());
+    return emitted;
+  }
+
+  /**
+   * A task is deleted once the client is done with it (TaskFinished) AND it has ended AND no runner
+   * holds it any more — so the runner's final report (its real token count) is always recorded, and
+   * an empty task map means every runner has really let go.
+   */
+  private deleteSettledTasks(): IndexedEvent[] {
+    const events: Event[] = [];
+    for (const task of Object.values(this.current.tasks)) {
+      if (task.clientFinished && isTaskTerminal(task.status) && !task.heldByRunner) events.push({ type: "TaskDeleted", taskId: task.taskId });
+    }
+    return events.length === 0 ? [] : this.emit(events);
   }
 
   // ── indexing ──────────────────────────────────────────────────────────────────────────────────
@@ -394,6 +422,7 @@ function cancelledEvent(taskId: TaskId): EventOf<"TaskStatusUpdated"> {
     finishReason: "cancelled",
     failureCode: null,
     failureReason: null,
+    fromRunner: false,
     tokensGenerated: null,
     promptTokens: null,
   };
@@ -407,6 +436,7 @@ function failedEvent(taskId: TaskId, failureCode: FailureCode, failureReason: st
     finishReason: "error",
     failureCode,
     failureReason,
+    fromRunner: false,
     tokensGenerated: null,
     promptTokens: null,
   };

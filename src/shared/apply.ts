@@ -46,13 +46,14 @@ function applyEvent(s: State, e: IndexedEvent["event"]): State {
       return updateTask(s, e.taskId, (t) =>
         isTaskTerminal(t.status) ? t : { ...t, prefill: { processedTokens: e.processedTokens, totalTokens: e.totalTokens } },
       );
+    case "TaskClientFinished":
+      return updateTask(s, e.taskId, (t) => ({ ...t, clientFinished: true }));
     case "TaskDeleted":
       return applyTaskDeleted(s, e.taskId);
     case "ChunkGenerated":
-      return updateTask(s, e.taskId, (t) => ({
-        ...t,
-        tokensGenerated: Math.max(t.tokensGenerated, e.chunk.tokensGenerated),
-      }));
+      // One per token: State is left alone (copying the task map per token is what makes a replica
+      // slow). Live counts are in the chunk; the runner's end report brings the final count.
+      return s;
     case "NodeDownloadProgress": {
       const forNode = { ...(s.downloads[e.nodeId] ?? {}), [e.progress.modelId]: e.progress };
       return { ...s, downloads: { ...s.downloads, [e.nodeId]: forNode } };
@@ -77,6 +78,7 @@ function updateTask(s: State, taskId: TaskId, f: (t: Task) => Task): State {
 function applyTaskStatusUpdated(s: State, e: EventOf<"TaskStatusUpdated">): State {
   return updateTask(s, e.taskId, (t) => {
     const counts = {
+      heldByRunner: e.fromRunner ? e.status === "Running" : t.heldByRunner,
       tokensGenerated: e.tokensGenerated === null ? t.tokensGenerated : Math.max(t.tokensGenerated, e.tokensGenerated),
       promptTokens: e.promptTokens ?? t.promptTokens,
     };
@@ -127,12 +129,22 @@ function applyInstanceDeleted(s: State, instanceId: InstanceId, reason: string):
   if (instance === undefined) return s;
   const { [instanceId]: _removed, ...instances } = s.instances;
   const runners = Object.fromEntries(Object.entries(s.runners).filter(([, r]) => r.instanceId !== instanceId));
+  // Its runners are gone, so none holds a task any more; unfinished tasks fail with the reason.
   const tasks = Object.fromEntries(
-    Object.entries(s.tasks).map(([id, t]) =>
-      t.instanceId === instanceId && !isTaskTerminal(t.status)
-        ? [id, { ...t, status: "Failed" as const, finishReason: "error" as const, failureCode: "instance_deleted" as const, failureReason: `instance deleted: ${reason}`, prefill: null }]
-        : [id, t],
-    ),
+    Object.entries(s.tasks).map(([id, t]) => {
+      if (t.instanceId !== instanceId) return [id, t];
+      if (isTaskTerminal(t.status)) return [id, { ...t, heldByRunner: false }];
+      const failed: Task = {
+        ...t,
+        heldByRunner: false,
+        status: "Failed",
+        finishReason: "error",
+        failureCode: "instance_deleted",
+        failureReason: `instance deleted: ${reason}`,
+        prefill: null,
+      };
+      return [id, failed];
+    }),
   );
   return {
     ...s,

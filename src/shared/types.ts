@@ -139,6 +139,10 @@ export const TaskSchema = z.object({
   finishReason: FinishReasonSchema.nullable(),
   failureCode: FailureCodeSchema.nullable(),
   failureReason: z.string().nullable(),
+  /** A runner works on the task: from its Running report until its end report (or its instance is gone). */
+  heldByRunner: z.boolean(),
+  /** The API is done with the task (TaskFinished). It is deleted once it is also ended and released. */
+  clientFinished: z.boolean(),
 });
 export type Task = z.infer<typeof TaskSchema>;
 
@@ -180,11 +184,14 @@ export const EventSchema = z.discriminatedUnion("type", [
     finishReason: FinishReasonSchema.nullable(),
     failureCode: FailureCodeSchema.nullable(),
     failureReason: z.string().nullable(),
+    /** True when a worker reported it about its runner (stamped by the master), false for the master's own. */
+    fromRunner: z.boolean(),
     /** Final counts, when the runner reports the end of a task. */
     tokensGenerated: z.number().int().min(0).nullable(),
     promptTokens: z.number().int().min(0).nullable(),
   }),
   z.object({ type: z.literal("TaskPrefillProgress"), taskId: TaskIdSchema, processedTokens: z.number().int().min(0), totalTokens: z.number().int().min(0) }),
+  z.object({ type: z.literal("TaskClientFinished"), taskId: TaskIdSchema }),
   z.object({ type: z.literal("TaskDeleted"), taskId: TaskIdSchema }),
   z.object({ type: z.literal("ChunkGenerated"), taskId: TaskIdSchema, chunk: ChunkSchema }),
   z.object({ type: z.literal("NodeDownloadProgress"), nodeId: NodeIdSchema, progress: DownloadProgressSchema }),

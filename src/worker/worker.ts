@@ -108,6 +108,7 @@ export class Worker {
           finishReason: "error",
           failureCode: action.failureCode,
           failureReason: action.reason,
+          fromRunner: true,
           tokensGenerated: null,
           promptTokens: null,
         });
@@ -211,6 +212,7 @@ export class Worker {
           finishReason: report.finishReason,
           failureCode: report.status === "Failed" ? (report.failureCode ?? "runner_failed") : null,
           failureReason: report.failureReason,
+          fromRunner: true,
           tokensGenerated: report.tokensGenerated,
           promptTokens: report.promptTokens,
         });
@@ -251,6 +253,7 @@ export class Worker {
         finishReason: "error",
         failureCode: "runner_failed",
         failureReason: `runner failed: ${reason}`,
+        fromRunner: true,
         tokensGenerated: null,
         promptTokens: null,
       });
@@ -285,6 +288,7 @@ function taskStatus(taskId: TaskId, status: "Running") {
     finishReason: null,
     failureCode: null,
     failureReason: null,
+    fromRunner: true,
     tokensGenerated: null,
     promptTokens: null,
   };

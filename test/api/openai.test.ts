@@ -118,7 +118,7 @@ test("a task the master creates Failed maps to its status (queue_full → 429) e
     cluster.commands.push(command);
     if (command.type !== "TextGeneration") return;
     queueMicrotask(() => {
-      const task: Task = { taskId: "task-1" as never, commandId: command.commandId, instanceId: null, modelId: command.modelId, originNodeId: command.originNodeId, status: "Failed", params: command.params, promptTokens: 0, tokensGenerated: 0, prefill: null, finishReason: "error", failureCode: "queue_full", failureReason: "queue full" };
+      const task: Task = { taskId: "task-1" as never, commandId: command.commandId, instanceId: null, modelId: command.modelId, originNodeId: command.originNodeId, status: "Failed", params: command.params, promptTokens: 0, tokensGenerated: 0, prefill: null, finishReason: "error", failureCode: "queue_full", failureReason: "queue full", heldByRunner: false, clientFinished: false };
       cluster.emit({ type: "TaskCreated", task });
     });
   };

@@ -143,6 +143,7 @@ function taskStatusEvent(taskId: TaskId, status: Task["status"], tokensGenerated
     finishReason: status === "Complete" ? "stop" : null,
     failureCode: null,
     failureReason: null,
+    fromRunner: true,
     tokensGenerated,
     promptTokens: null,
   };
@@ -287,15 +288,21 @@ test("TaskFinished without a task is a no-op, and the late TextGeneration it ove
   assert.equal(taskOf(h, "ghost"), undefined);
 });
 
-test("TaskFinished of a running task → Cancelled, then Deleted; again → no-op; cancel after → no-op", () => {
+test("TaskFinished of a running task → Cancelled; Deleted only once the runner reports its end; again → no-op", () => {
   const h = startMaster();
   addInstance(h);
   h.master.handleCommand(textGeneration("c1"));
   const taskId = mustTask(h, "c1").taskId;
   h.master.handleWorkerEvent(taskStatusEvent(taskId, "Running"), SELF);
   const events = h.master.handleCommand(finish("c1"));
-  assert.deepEqual(types(events), ["TaskStatusUpdated", "TaskDeleted"]);
+  assert.deepEqual(types(events), ["TaskStatusUpdated", "TaskClientFinished"]);
   assert.equal(events[0]?.event.type === "TaskStatusUpdated" && events[0].event.status, "Cancelled");
+  assert.equal(mustTask(h, "c1").heldByRunner, true, "the runner still holds it");
+  assert.deepEqual(h.master.handleCommand(finish("c1")), []);
+  // The runner's own end report, with its real count, is recorded before the task goes.
+  const released = h.master.handleWorkerEvent(taskStatusEvent(taskId, "Cancelled", 7), SELF);
+  assert.deepEqual(types(released), ["TaskStatusUpdated", "TaskDeleted"]);
+  assert.equal(released[0]?.event.type === "TaskStatusUpdated" && released[0].event.tokensGenerated, 7);
   assert.equal(h.master.state.tasks[taskId], undefined);
   assert.deepEqual(h.master.handleCommand(finish("c1")), []);
   assert.deepEqual(h.master.handleCommand(cancel("c1")), []);
@@ -309,7 +316,14 @@ test("TaskFinished of a completed task only deletes it", () => {
   addInstance(h);
   h.master.handleCommand(textGeneration("c1"));
   h.master.handleWorkerEvent(taskStatusEvent(mustTask(h, "c1").taskId, "Complete", 5), SELF);
-  assert.deepEqual(types(h.master.handleCommand(finish("c1"))), ["TaskDeleted"]);
+  assert.deepEqual(types(h.master.handleCommand(finish("c1"))), ["TaskClientFinished", "TaskDeleted"]);
+});
+
+test("TaskFinished of a pending task: Cancelled and deleted at once (no runner holds it)", () => {
+  const h = startMaster();
+  addInstance(h);
+  h.master.handleCommand(textGeneration("c1"));
+  assert.deepEqual(types(h.master.handleCommand(finish("c1"))), ["TaskStatusUpdated", "TaskClientFinished", "TaskDeleted"]);
 });
 
 test("TaskCancelled after the runner completed the task is a no-op", () => {
@@ -471,8 +485,10 @@ test("task reports from the instance's node are indexed: prefill, chunks, comple
   h.master.handleWorkerEvent(taskStatusEvent(taskId, "Running"), SELF);
   h.master.handleWorkerEvent({ type: "TaskPrefillProgress", taskId, processedTokens: 256, totalTokens: 300 }, SELF);
   assert.deepEqual(mustTask(h, "c1").prefill, { processedTokens: 256, totalTokens: 300 });
-  h.master.handleWorkerEvent({ type: "ChunkGenerated", taskId, chunk: { index: 0, text: "he", tokensGenerated: 2, logprobs: null } }, SELF);
-  assert.equal(mustTask(h, "c1").tokensGenerated, 2);
+  assert.equal(
+    h.master.handleWorkerEvent({ type: "ChunkGenerated", taskId, chunk: { index: 0, text: "he", tokensGenerated: 2, logprobs: null } }, SELF).length,
+    1,
+  );
   h.master.handleWorkerEvent(taskStatusEvent(taskId, "Complete", 4), SELF);
   assert.equal(mustTask(h, "c1").status, "Complete");
   assert.equal(mustTask(h, "c1").tokensGenerated, 4);

@@ -63,6 +63,8 @@ function task(name: string, instanceId: string | null, overrides: Partial<Task> 
     finishReason: null,
     failureCode: null,
     failureReason: null,
+    heldByRunner: false,
+    clientFinished: false,
     ...overrides,
   };
 }
@@ -75,6 +77,7 @@ function statusUpdate(taskId: string, status: Task["status"], extra: Partial<Ext
     finishReason: null,
     failureCode: null,
     failureReason: null,
+    fromRunner: false,
     tokensGenerated: null,
     promptTokens: null,
     ...extra,
@@ -186,17 +189,28 @@ test("RunnerStatusUpdated: allowed transitions apply, unknown runners are ignore
   assert.equal(run(failed, [{ type: "RunnerStatusUpdated", runnerId, status: { kind: "Idle" } }]).runners[runnerId]?.status.kind, "Idle");
 });
 
-test("TaskCreated, TaskPrefillProgress, ChunkGenerated (counts never go down), TaskDeleted", () => {
+test("TaskCreated, TaskPrefillProgress, ChunkGenerated (State untouched: one per token), TaskDeleted", () => {
   let s = run(cluster(), [{ type: "TaskCreated", task: task("t9", "i1") }]);
   assert.deepEqual(s.tasks["t9" as TaskId], task("t9", "i1"));
   s = run(s, [statusUpdate("t9", "Running"), { type: "TaskPrefillProgress", taskId: "t9" as TaskId, processedTokens: 256, totalTokens: 400 }]);
   assert.deepEqual(s.tasks["t9" as TaskId]?.prefill, { processedTokens: 256, totalTokens: 400 });
+  const beforeChunk = s;
   s = run(s, [{ type: "ChunkGenerated", taskId: "t9" as TaskId, chunk: { index: 3, text: "x", tokensGenerated: 4, logprobs: null } }]);
-  assert.equal(s.tasks["t9" as TaskId]?.tokensGenerated, 4);
-  s = run(s, [{ type: "ChunkGenerated", taskId: "t9" as TaskId, chunk: { index: 1, text: "late", tokensGenerated: 2, logprobs: null } }]);
-  assert.equal(s.tasks["t9" as TaskId]?.tokensGenerated, 4);
+  assert.equal(s.tasks, beforeChunk.tasks, "the task map is not copied per token");
+  assert.equal(s.lastIdx, beforeChunk.lastIdx + 1);
   s = run(s, [{ type: "TaskDeleted", taskId: "t9" as TaskId }]);
   assert.equal(s.tasks["t9" as TaskId], undefined);
+});
+
+test("heldByRunner follows the runner's reports only; TaskClientFinished marks the client done", () => {
+  let s = run(cluster(), [statusUpdate("t1", "Running", { fromRunner: true })]);
+  assert.equal(s.tasks["t1" as TaskId]?.heldByRunner, true);
+  s = run(s, [statusUpdate("t1", "Cancelled", { fromRunner: false }), { type: "TaskClientFinished", taskId: "t1" as TaskId }]);
+  assert.equal(s.tasks["t1" as TaskId]?.heldByRunner, true, "the master's Cancelled does not release the runner");
+  assert.equal(s.tasks["t1" as TaskId]?.clientFinished, true);
+  s = run(s, [statusUpdate("t1", "Cancelled", { fromRunner: true, tokensGenerated: 5 })]);
+  assert.equal(s.tasks["t1" as TaskId]?.heldByRunner, false);
+  assert.equal(s.tasks["t1" as TaskId]?.tokensGenerated, 5);
 });
 
 test("TaskStatusUpdated: Running keeps prefill, a terminal status sets the outcome and clears prefill", () => {

@@ -1,7 +1,8 @@
 // FakeCluster: a ClusterPort in one process for API tests. Events go through the real `apply`, so
 // the State the API reads is exactly what a node would hold; a small fake master answers commands
-// the way src/master does (admission, cancel, finish → delete, placement), and tests play the
-// runner by emitting TaskStatusUpdated / ChunkGenerated themselves.
+// the way src/master does (admission, cancel, TaskFinished → client-finished, delete once ended and
+// released by its runner, placement), and tests play the runner by emitting TaskStatusUpdated /
+// ChunkGenerated themselves.
 import type { ClusterPort, StateListener } from "../../src/node/cluster-port.ts";
 import { apply } from "../../src/shared/apply.ts";
 import type { CommandId, InstanceId, ModelId, NodeId, RunnerId, TaskId } from "../../src/shared/ids.ts";
@@ -35,6 +36,7 @@ export class FakeCluster implements ClusterPort {
   private readonly history: IndexedEvent[] = [];
   private readonly historyMax: number;
   private readonly delivery: Delivery;
+  private readonly chunkCounts = new Map<TaskId, number>();
 
   constructor(options: FakeClusterOptions = {}) {
     this.nodeId = (options.nodeId ?? "node-fake") as NodeId;
@@ -128,7 +130,13 @@ export class FakeCluster implements ClusterPort {
 
   // ── playing the runner ──────────────────────────────────────────────────────────────────────
 
-  setTaskStatus(taskId: TaskId, status: Task["status"], extra: { finishReason?: FinishReason; failureCode?: FailureCode; failureReason?: string; promptTokens?: number; tokensGenerated?: number } = {}): void {
+  /** A status as the runner reports it (fromRunner), unless `fromRunner: false` says the master decided it. */
+  setTaskStatus(
+    taskId: TaskId,
+    status: Task["status"],
+    extra: { finishReason?: FinishReason; failureCode?: FailureCode; failureReason?: string; promptTokens?: number; tokensGenerated?: number; fromRunner?: boolean } = {},
+  ): void {
+    const fromRunner = extra.fromRunner ?? true;
     this.emit({
       type: "TaskStatusUpdated",
       taskId,
@@ -136,14 +144,17 @@ export class FakeCluster implements ClusterPort {
       finishReason: extra.finishReason ?? null,
       failureCode: extra.failureCode ?? null,
       failureReason: extra.failureReason ?? null,
+      fromRunner,
       tokensGenerated: extra.tokensGenerated ?? null,
       promptTokens: extra.promptTokens ?? null,
     });
+    if (fromRunner) this.deleteSettledTasks();
   }
 
   /** One chunk; its index and token count follow the task's previous chunks. */
   chunk(taskId: TaskId, text: string, index?: number): void {
-    const tokensGenerated = (this.current.tasks[taskId]?.tokensGenerated ?? 0) + 1;
+    const tokensGenerated = (this.chunkCounts.get(taskId) ?? 0) + 1;
+    this.chunkCounts.set(taskId, tokensGenerated);
     this.emit({ type: "ChunkGenerated", taskId, chunk: { index: index ?? tokensGenerated - 1, text, tokensGenerated, logprobs: null } });
   }
 
@@ -162,24 +173,34 @@ export class FakeCluster implements ClusterPort {
         return this.onTextGeneration(command);
       case "TaskCancelled": {
         const task = findTaskByCommandId(this.current, command.cancelledCommandId);
-        if (task !== undefined && !isTaskTerminal(task.status)) this.setTaskStatus(task.taskId, "Cancelled", { finishReason: "cancelled" });
+        if (task !== undefined && !isTaskTerminal(task.status)) this.setTaskStatus(task.taskId, "Cancelled", { finishReason: "cancelled", fromRunner: false });
         return;
       }
       case "TaskFinished": {
         const task = findTaskByCommandId(this.current, command.finishedCommandId);
-        if (task === undefined) return;
-        if (!isTaskTerminal(task.status)) this.setTaskStatus(task.taskId, "Cancelled", { finishReason: "cancelled" });
-        this.emit({ type: "TaskDeleted", taskId: task.taskId });
+        if (task === undefined || task.clientFinished) return;
+        if (!isTaskTerminal(task.status)) this.setTaskStatus(task.taskId, "Cancelled", { finishReason: "cancelled", fromRunner: false });
+        this.emit({ type: "TaskClientFinished", taskId: task.taskId });
+        this.deleteSettledTasks();
         return;
       }
       case "PlaceInstance":
         if (this.placementPossible) this.addInstance(command.model.modelId, command.model.layerCount);
         return;
       case "DeleteInstance":
-        if (this.current.instances[command.instanceId] !== undefined) this.emit({ type: "InstanceDeleted", instanceId: command.instanceId, reason: "deleted on request" });
+        if (this.current.instances[command.instanceId] === undefined) return;
+        this.emit({ type: "InstanceDeleted", instanceId: command.instanceId, reason: "deleted on request" });
+        this.deleteSettledTasks();
         return;
       case "RequestEventLog":
         return;
+    }
+  }
+
+  /** As the master: a task goes once the client finished it, it ended, and no runner holds it. */
+  private deleteSettledTasks(): void {
+    for (const task of Object.values(this.current.tasks)) {
+      if (task.clientFinished && isTaskTerminal(task.status) && !task.heldByRunner) this.emit({ type: "TaskDeleted", taskId: task.taskId });
     }
   }
 
@@ -207,6 +228,8 @@ export class FakeCluster implements ClusterPort {
       finishReason: failure === null ? null : "error",
       failureCode: failure?.code ?? null,
       failureReason: failure?.reason ?? null,
+      heldByRunner: false,
+      clientFinished: false,
     };
     this.emit({ type: "TaskCreated", task });
     this.onTaskCreated?.(task);

@@ -61,6 +61,8 @@ function task(id: string, status: TaskStatus): Task {
     finishReason: null,
     failureCode: null,
     failureReason: null,
+    heldByRunner: status === "Running",
+    clientFinished: false,
   };
 }
 
