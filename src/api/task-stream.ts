@@ -60,14 +60,22 @@ type Waiter = (result: IteratorResult<TaskUpdate, undefined>) => void;
 
 const DONE: IteratorResult<TaskUpdate, undefined> = { done: true, value: undefined };
 
-function endFromTask(task: Task, endedBy: TaskEndedBy): TaskEnd {
+/**
+ * Counts come from State (the runner's end report); a task ended by the master (cancel, failure)
+ * may not have them yet, so tokens already streamed to the client are the floor.
+ */
+function usageOf(task: Task | null, tokensStreamed: number): TaskUsage {
+  return { promptTokens: task?.promptTokens ?? 0, completionTokens: Math.max(task?.tokensGenerated ?? 0, tokensStreamed) };
+}
+
+function endFromTask(task: Task, tokensStreamed: number, endedBy: TaskEndedBy): TaskEnd {
   return {
     type: "end",
     status: task.status === "Complete" || task.status === "Cancelled" ? task.status : "Failed",
     finishReason: task.finishReason,
     failureCode: task.failureCode,
     failureReason: task.failureReason,
-    usage: { promptTokens: task.promptTokens, completionTokens: task.tokensGenerated },
+    usage: usageOf(task, tokensStreamed),
     endedBy,
   };
 }
@@ -85,6 +93,8 @@ export class TaskStream implements AsyncIterableIterator<TaskUpdate, undefined> 
   private readonly buffer: TaskUpdate[] = [];
   private waiter: Waiter | null = null;
   private nextChunkIndex = 0;
+  /** Highest token count carried by a chunk handed to the consumer. */
+  private tokensStreamed = 0;
   private endQueued = false;
   private terminalSeen = false;
   private cancelSent = false;
@@ -156,10 +166,7 @@ export class TaskStream implements AsyncIterableIterator<TaskUpdate, undefined> 
     if (this.finished) return;
     // A vanished client reads nothing more; a shutdown still lets a live client see what was buffered.
     if (endedBy === "client") this.buffer.length = 0;
-    const usage = {
-      promptTokens: this.lastTask?.promptTokens ?? 0,
-      completionTokens: this.lastTask?.tokensGenerated ?? 0,
-    };
+    const usage = usageOf(this.lastTask, this.tokensStreamed);
     const failed = endedBy === "timeout";
     this.pushEnd({
       type: "end",
@@ -210,6 +217,7 @@ export class TaskStream implements AsyncIterableIterator<TaskUpdate, undefined> 
         // At-least-once delivery upstream: a repeated chunk index is dropped, never shown twice.
         if (event.taskId !== taskId || event.chunk.index < this.nextChunkIndex) return;
         this.nextChunkIndex = event.chunk.index + 1;
+        this.tokensStreamed = Math.max(this.tokensStreamed, event.chunk.tokensGenerated);
         this.push({ type: "chunk", chunk: event.chunk });
         return;
       case "TaskPrefillProgress":
@@ -240,7 +248,7 @@ export class TaskStream implements AsyncIterableIterator<TaskUpdate, undefined> 
     this.lastTask = task;
     if (!isTaskTerminal(task.status)) return;
     this.terminalSeen = true;
-    this.pushEnd(endFromTask(task, "cluster"));
+    this.pushEnd(endFromTask(task, this.tokensStreamed, "cluster"));
     this.finish();
   }
 
@@ -252,7 +260,7 @@ export class TaskStream implements AsyncIterableIterator<TaskUpdate, undefined> 
       finishReason: "error",
       failureCode: "internal",
       failureReason: "the task was deleted before it ended",
-      usage: { promptTokens: task?.promptTokens ?? 0, completionTokens: task?.tokensGenerated ?? 0 },
+      usage: usageOf(task, this.tokensStreamed),
       endedBy: "cluster",
     });
     this.finish();

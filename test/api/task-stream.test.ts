@@ -99,7 +99,16 @@ test("client abort mid-generation: one TaskCancelled, then one TaskFinished, and
   client.abort(); // again: nothing more is sent
   await stream.return();
   assert.deepEqual(cleanupOrder(cluster, cmd.commandId), ["cancel", "finish"]);
-  assert.equal(cluster.taskOf(cmd.commandId), undefined, "the fake master deleted the task");
+  // The runner still holds the task: it stays until the runner's own end report, whose count is kept.
+  const task = cluster.taskOf(cmd.commandId)!;
+  assert.equal(task.heldByRunner, true);
+  const counts: number[] = [];
+  cluster.subscribe((e, state) => {
+    if (e.event.type === "TaskDeleted") counts.push(Object.keys(state.tasks).length);
+  });
+  cluster.setTaskStatus(task.taskId, "Cancelled", { finishReason: "cancelled", tokensGenerated: 1 });
+  assert.equal(cluster.taskOf(cmd.commandId), undefined, "deleted once the runner let go");
+  assert.deepEqual(counts, [0]);
 });
 
 test("abort while nobody is reading still sends both messages at once", async () => {
