@@ -55,7 +55,7 @@ function ourGreedy(shards: readonly ShardForward[], prompt: readonly number[], c
     const tokens: number[] = [];
     let input: readonly number[] = prompt;
     let pos = 0;
-    let logits = new Float32Array(0);
+    let logits: Float32Array = new Float32Array(0);
     while (tokens.length < count) {
       let state = shards[0]!.forwardHidden(caches[0]!, { tokens: input }, pos);
       for (let i = 1; i < shards.length; i++) state = shards[i]!.forwardHidden(caches[i]!, { hidden: state.hidden, nTokens: state.nTokens }, pos);
