@@ -12,6 +12,7 @@ import { createErrorHandler, notFoundHandler } from "./errors.ts";
 import { AutoPlacer, PLACEMENT_TIMEOUT_MS } from "./instances.ts";
 import type { ApiLogger } from "./logger.ts";
 import { silentLogger } from "./logger.ts";
+import { accessLog } from "./middleware/access-log.ts";
 import { bodyLimit } from "./middleware/body-limit.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { openAiRouter } from "./openai.ts";
@@ -56,6 +57,7 @@ export function createApp(options: AppOptions): ApiApp {
 
   const app = new Hono<ApiEnv>();
   app.use("*", requestId());
+  app.use("*", accessLog(logger));
   app.use("*", bodyLimit({ maxBytes: options.bodyBytesMax ?? REQUEST_BODY_BYTES_MAX }));
   app.route("/v1", openAiRouter(deps));
   app.route("/", clusterRouter(deps));

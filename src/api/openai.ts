@@ -168,14 +168,13 @@ async function collectCompletion(stream: TaskStream, first: TaskUpdate, who: Com
 
 const KEEP_ALIVE_COMMENT = ": keep-alive\n\n";
 
-/** The next update; while none arrives, a keep-alive comment every keepAliveMs (when not null). */
-async function nextWithKeepAlive(
-  stream: TaskStream,
-  sse: SSEStreamingApi,
-  keepAliveMs: number | null,
-): Promise<IteratorResult<TaskUpdate, undefined>> {
+/**
+ * The next update; while none arrives, a keep-alive comment every keepAliveMs. Mostly that is the
+ * wait for the first token (queue, loading, prefill), but a pipeline stall mid-answer must not let
+ * an idle-timeout proxy cut the stream either.
+ */
+async function nextWithKeepAlive(stream: TaskStream, sse: SSEStreamingApi, keepAliveMs: number): Promise<IteratorResult<TaskUpdate, undefined>> {
   const pending = stream.next();
-  if (keepAliveMs === null) return pending;
   for (;;) {
     let timer: NodeJS.Timeout | undefined;
     const tick = new Promise<"tick">((resolve) => {
@@ -220,7 +219,6 @@ async function pumpSse(
   sse.onAbort(() => stream.abort("client", "client disconnected"));
   try {
     await sse.writeSSE({ data: JSON.stringify(roleChunk(who)) });
-    let sawToken = false;
     let result: IteratorResult<TaskUpdate, undefined> = { done: false, value: first };
     for (;;) {
       if (result.done) return;
@@ -238,14 +236,13 @@ async function pumpSse(
           await sse.write(`: prefill ${update.processedTokens}/${update.totalTokens} tokens\n\n`);
           break;
         case "chunk":
-          sawToken = true;
           await sse.writeSSE({ data: JSON.stringify(contentChunk(who, update.chunk, withLogprobs)) });
           break;
         case "end":
           await writeEnd(sse, who, update);
           return;
       }
-      result = await nextWithKeepAlive(stream, sse, sawToken ? null : deps.keepAliveMs);
+      result = await nextWithKeepAlive(stream, sse, deps.keepAliveMs);
     }
   } catch (error) {
     deps.logger.error({ err: error, commandId: stream.commandId }, "chat completion stream failed");

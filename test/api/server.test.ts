@@ -88,6 +88,21 @@ test("a socket destroyed mid-stream (no fetch abort, just the TCP close) cancels
   }
 });
 
+test("a non-stream answer is a plain JSON response with Content-Length, not chunked", async () => {
+  const { server, cluster } = await startTestServer();
+  try {
+    cluster.onTaskCreated = (task) => queueMicrotask(() => cluster.generate(task.taskId, ["ok"]));
+    const response = await fetch(`${server.url}/v1/chat/completions`, postJson(chatBody()));
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get("content-type") ?? "", /application\/json/);
+    assert.ok(Number(response.headers.get("content-length")) > 0);
+    assert.equal(response.headers.get("transfer-encoding"), null);
+    await response.json();
+  } finally {
+    await server.close();
+  }
+});
+
 test("normal completion over a socket: no TaskCancelled, exactly one TaskFinished", async () => {
   const { server, cluster } = await startTestServer();
   try {
