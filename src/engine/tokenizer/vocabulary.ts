@@ -1,0 +1,151 @@
+// The tokenizer description a GGUF file carries (tokenizer.ggml.*), read into plain arrays, with the
+// token attributes llama.cpp derives from it (some tokens are treated as control tokens by their text).
+import { GgufError, getBool, getInteger, getNumberArray, getString, getStringArray, hasKey, type GgufFile } from "../gguf/reader.ts";
+
+export enum TokenType {
+  Undefined = 0,
+  Normal = 1,
+  Unknown = 2,
+  Control = 3,
+  UserDefined = 4,
+  Unused = 5,
+  Byte = 6,
+}
+
+export type TokenizerModel = "gpt2" | "llama";
+
+export interface Vocabulary {
+  readonly model: TokenizerModel;
+  /** Pre-tokenizer name (tokenizer.ggml.pre); "default" when absent. */
+  readonly pre: string;
+  readonly tokens: readonly string[];
+  readonly tokenTypes: Uint8Array;
+  /** SentencePiece merge priorities; empty for BPE. */
+  readonly scores: Float32Array;
+  /** BPE merges as "left right"; empty for SentencePiece. */
+  readonly merges: readonly string[];
+  readonly bosTokenId: number | null;
+  readonly eosTokenId: number | null;
+  readonly eotTokenId: number | null;
+  readonly unknownTokenId: number | null;
+  readonly paddingTokenId: number | null;
+  readonly addBos: boolean;
+  readonly addEos: boolean;
+  /** SentencePiece: prefix a space to text that starts the input or follows a special token. */
+  readonly addSpacePrefix: boolean;
+  /** llama.cpp's detokenize tidies " ," " 's" and the like for these vocabularies (see cleanUpSpaces). */
+  readonly cleanSpaces: boolean;
+  /** Tokens that end a generation (EOS, EOT, EOM and llama.cpp's list of end-of-turn texts). */
+  readonly endOfGenerationTokenIds: ReadonlySet<number>;
+  readonly chatTemplate: string | null;
+}
+
+/** Vocabularies larger than this are refused as corrupt (real ones are up to ~260k). */
+export const VOCABULARY_TOKENS_MAX = 1 << 22;
+
+// Texts llama.cpp treats as end-of-generation, forcing them to control tokens (llama-vocab.cpp).
+const END_OF_GENERATION_TEXTS: ReadonlySet<string> = new Set([
+  "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>",
+  "<|end_of_text|>", "<end_of_utterance>", "</s>",
+]);
+// Fill-in-the-middle and similar markers, also forced to control tokens by llama.cpp.
+const CONTROL_LOOKING_TEXTS: ReadonlySet<string> = new Set([
+  "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|fim_repo|>", "<|repo_name|>", "<|file_sep|>",
+  "<fim-prefix>", "<fim-middle>", "<fim-suffix>", "<fim-pad>", "<fim-repo>", "<fim_prefix>", "<fim_middle>",
+  "<fim_suffix>", "<fim_pad>", "<PRE>", "<MID>", "<SUF>", "<PAD>", "<REPO>", "[PAD]", "<reponame>",
+  "<|code_prefix|>", "<|code_middle|>", "<|code_suffix|>", "<|prefix|>", "<|middle|>", "<|suffix|>",
+]);
+// llama.cpp also ends generation at these fill-in-the-middle tokens.
+const FIM_END_TEXTS: ReadonlySet<string> = new Set(["<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<reponame>", "<REPO>"]);
+
+// Byte-level BPE vocabularies whose detokenizing llama.cpp leaves untouched; the others get cleaned.
+const PRE_TOKENIZERS_WITHOUT_SPACE_CLEANING: ReadonlySet<string> = new Set([
+  "deepseek-llm", "deepseek-coder", "deepseek-v3", "command-r", "qwen2", "deepseek-r1-qwen", "qwen35", "poro-chat",
+  "viking", "tekken", "smollm", "chameleon", "gpt-4o", "llama4", "superbpe", "trillion", "bailingmoe", "bailingmoe2",
+  "seed-coder", "hunyuan", "hunyuan-dense", "kimi-k2", "grok-2", "minimax-m2",
+]);
+
+function optionalTokenId(file: GgufFile, key: string, tokenCount: number): number | null {
+  if (!hasKey(file, key)) return null;
+  const id = getInteger(file, key);
+  // Converters write -1 or out-of-range ids for "none".
+  return id >= 0 && id < tokenCount ? id : null;
+}
+
+export function readVocabulary(file: GgufFile): Vocabulary {
+  const modelName = getString(file, "tokenizer.ggml.model");
+  if (modelName !== "gpt2" && modelName !== "llama") {
+    throw new GgufError(`${file.path}: tokenizer model "${modelName}" is not supported (supported: gpt2 byte-level BPE, llama SentencePiece)`);
+  }
+  const model: TokenizerModel = modelName;
+  const tokens = getStringArray(file, "tokenizer.ggml.tokens");
+  if (tokens.length === 0 || tokens.length > VOCABULARY_TOKENS_MAX) {
+    throw new GgufError(`${file.path}: tokenizer.ggml.tokens has ${tokens.length} tokens`);
+  }
+  const tokenTypes = new Uint8Array(tokens.length).fill(TokenType.Normal);
+  if (hasKey(file, "tokenizer.ggml.token_type")) {
+    const types = getNumberArray(file, "tokenizer.ggml.token_type");
+    if (types.length !== tokens.length) {
+      throw new GgufError(`${file.path}: tokenizer.ggml.token_type has ${types.length} entries for ${tokens.length} tokens`);
+    }
+    types.forEach((type, id) => (tokenTypes[id] = type >= 0 && type <= TokenType.Byte ? type : TokenType.Undefined));
+  }
+  const scores = new Float32Array(tokens.length);
+  if (hasKey(file, "tokenizer.ggml.scores")) {
+    const values = getNumberArray(file, "tokenizer.ggml.scores");
+    if (values.length !== tokens.length) {
+      throw new GgufError(`${file.path}: tokenizer.ggml.scores has ${values.length} entries for ${tokens.length} tokens`);
+    }
+    scores.set(values);
+  }
+  let merges: readonly string[] = [];
+  if (model === "gpt2") {
+    if (!hasKey(file, "tokenizer.ggml.merges")) throw new GgufError(`${file.path}: a gpt2 tokenizer needs tokenizer.ggml.merges`);
+    merges = getStringArray(file, "tokenizer.ggml.merges");
+  }
+  const tokenCount = tokens.length;
+  const isSentencePiece = model === "llama";
+  // llama.cpp's defaults per tokenizer family, which the file's own keys override.
+  const bosTokenId = hasKey(file, "tokenizer.ggml.bos_token_id") ? optionalTokenId(file, "tokenizer.ggml.bos_token_id", tokenCount) : isSentencePiece ? 1 : null;
+  const eosTokenId = hasKey(file, "tokenizer.ggml.eos_token_id") ? optionalTokenId(file, "tokenizer.ggml.eos_token_id", tokenCount) : isSentencePiece ? 2 : null;
+  const unknownTokenId = hasKey(file, "tokenizer.ggml.unknown_token_id") ? optionalTokenId(file, "tokenizer.ggml.unknown_token_id", tokenCount) : isSentencePiece ? 0 : null;
+  const pre = getString(file, "tokenizer.ggml.pre", "default");
+  const llama3Like = ["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"].includes(pre);
+  const addBos = getBool(file, "tokenizer.ggml.add_bos_token", isSentencePiece || llama3Like);
+  const addEos = getBool(file, "tokenizer.ggml.add_eos_token", false);
+  const addSpacePrefix = getBool(file, "tokenizer.ggml.add_space_prefix", isSentencePiece);
+
+  let eotTokenId = optionalTokenId(file, "tokenizer.ggml.eot_token_id", tokenCount);
+  const endOfGeneration = new Set<number>();
+  for (let id = 0; id < tokenCount; id++) {
+    const text = tokens[id]!;
+    const isEndOfGeneration = END_OF_GENERATION_TEXTS.has(text);
+    if (isEndOfGeneration || CONTROL_LOOKING_TEXTS.has(text)) {
+      if (tokenTypes[id] !== TokenType.Control) tokenTypes[id] = TokenType.Control;
+    }
+    if (isEndOfGeneration || FIM_END_TEXTS.has(text)) endOfGeneration.add(id);
+    if (eotTokenId === null && isEndOfGeneration && text !== "<|eom_id|>") eotTokenId = id;
+  }
+  const eomTokenId = optionalTokenId(file, "tokenizer.ggml.eom_token_id", tokenCount);
+  for (const id of [eosTokenId, eotTokenId, eomTokenId]) if (id !== null) endOfGeneration.add(id);
+
+  return {
+    model,
+    pre,
+    tokens,
+    tokenTypes,
+    scores,
+    merges,
+    bosTokenId,
+    eosTokenId,
+    eotTokenId,
+    unknownTokenId,
+    paddingTokenId: optionalTokenId(file, "tokenizer.ggml.padding_token_id", tokenCount),
+    addBos,
+    addEos,
+    addSpacePrefix,
+    cleanSpaces: model === "gpt2" && !PRE_TOKENIZERS_WITHOUT_SPACE_CLEANING.has(pre),
+    endOfGenerationTokenIds: endOfGeneration,
+    chatTemplate: hasKey(file, "tokenizer.chat_template") ? getString(file, "tokenizer.chat_template") : null,
+  };
+}
