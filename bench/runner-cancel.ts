@@ -1,9 +1,11 @@
 // Cancel latency of a real runner child process: time from RunnerHandle.cancel() to the taskEnded
 // (Cancelled) report and to the following Ready, with FakeEngine decode steps of TOKEN_DELAY_MS
 // (busy-wait, like native compute). Also the in-process cost of the per-step cancel check + yield.
-// Prints JSON. Run: node --import tsx bench/runner-cancel.ts
+// Prints one JSON line (the summary). Not a test: no thresholds.
+// Run: node --import tsx bench/runner-cancel.ts   (or register `main` in bench/main.ts)
+import { pathToFileURL } from "node:url";
 import { generate } from "../src/runner/generate.ts";
-import type { RunnerReport } from "../src/runner/runner-handle.ts";
+import type { RunnerHandle, RunnerReport } from "../src/runner/runner-handle.ts";
 import { spawnSupervisedRunner } from "../src/runner/supervisor.ts";
 import type { RunnerId, TaskId } from "../src/shared/ids.ts";
 import type { GenerationParams } from "../src/shared/types.ts";
@@ -62,7 +64,7 @@ function round(x: number): number {
   return Math.round(x * 100) / 100;
 }
 
-async function measureCancels(randomPhase: boolean): Promise<{ toTaskEndedMs: number[]; toReadyMs: number[] }> {
+async function measureCancels(runner: RunnerHandle, randomPhase: boolean): Promise<{ toTaskEndedMs: number[]; toReadyMs: number[] }> {
   const toTaskEndedMs: number[] = [];
   const toReadyMs: number[] = [];
   for (let i = 0; i < CANCELS_PER_MODE; i++) {
@@ -108,33 +110,38 @@ async function measureCheckOverhead(): Promise<Record<string, number>> {
     perTokenUsWithoutChecks: round(median(perTokenUs.withoutChecks)),
     overheadUsPerToken: round(overheadUs),
     // Relative to a 25 ms decode step (40 tok/s, the kind of speed this CPU reaches on a 0.5B model).
-    overheadPercentOf25MsStep: round((overheadUs / 25_000) * 100),
+    overheadPercentOf25MsStep: Number(((overheadUs / 25_000) * 100).toPrecision(2)),
   };
 }
 
-const runner = spawnSupervisedRunner({ runnerId: "bench-runner" as RunnerId, onReport });
-try {
-  const loaded = waitFor(isStatus("Loaded"), "Loaded");
-  runner.load(fakeShardSpec({ tokenDelayMs: TOKEN_DELAY_MS }), new URL("../test/support/fake-engine.ts", import.meta.url).href);
-  await loaded;
-  const ready = waitFor(isStatus("Ready"), "Ready");
-  runner.warmup();
-  await ready;
+export async function main(): Promise<void> {
+  const runner = spawnSupervisedRunner({ runnerId: "bench-runner" as RunnerId, onReport });
+  try {
+    const loaded = waitFor(isStatus("Loaded"), "Loaded");
+    runner.load(fakeShardSpec({ tokenDelayMs: TOKEN_DELAY_MS }), new URL("../test/support/fake-engine.ts", import.meta.url).href);
+    await loaded;
+    const ready = waitFor(isStatus("Ready"), "Ready");
+    runner.warmup();
+    await ready;
 
-  const randomPhase = await measureCancels(true);
-  const afterChunk = await measureCancels(false);
-  const checkOverhead = await measureCheckOverhead();
-  const result = {
-    bench: "runner-cancel",
-    tokenDelayMs: TOKEN_DELAY_MS,
-    cancelToTaskEndedRandomPhase: summary(randomPhase.toTaskEndedMs),
-    cancelToReadyRandomPhase: summary(randomPhase.toReadyMs),
-    cancelToTaskEndedRightAfterChunk: summary(afterChunk.toTaskEndedMs),
-    cancelToReadyRightAfterChunk: summary(afterChunk.toReadyMs),
-    checkOverhead,
-    node: process.version,
-  };
-  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-} finally {
-  await runner.shutdown();
+    const randomPhase = await measureCancels(runner, true);
+    const afterChunk = await measureCancels(runner, false);
+    const checkOverhead = await measureCheckOverhead();
+    const result = {
+      bench: "runner-cancel",
+      engine: "FakeEngine test double (busy-wait decode step)",
+      tokenDelayMs: TOKEN_DELAY_MS,
+      cancelToTaskEndedRandomPhase: summary(randomPhase.toTaskEndedMs),
+      cancelToReadyRandomPhase: summary(randomPhase.toReadyMs),
+      cancelToTaskEndedRightAfterChunk: summary(afterChunk.toTaskEndedMs),
+      cancelToReadyRightAfterChunk: summary(afterChunk.toReadyMs),
+      checkOverhead,
+      node: process.version,
+    };
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } finally {
+    await runner.shutdown();
+  }
 }
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) await main();
