@@ -23,6 +23,8 @@ export interface ApiServer {
   readonly port: number;
   /** Requests of this server that still follow a task. */
   liveTaskCount(): number;
+  /** Open client sockets (tests check that aborted requests leave none behind). */
+  connectionCount(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -56,5 +58,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     });
     return closing;
   };
-  return { url: urlOf(options.host, port), port, liveTaskCount, close };
+  const connectionCount = () =>
+    new Promise<number>((resolve, reject) => server.getConnections((error, count) => (error ? reject(error) : resolve(count))));
+  return { url: urlOf(options.host, port), port, liveTaskCount, connectionCount, close };
 }

@@ -2,11 +2,13 @@
 // adds election), replica, worker and API, wired through the ports in cluster-port.ts. Messages
 // between them are delivered on the microtask queue, in order, so no component re-enters another.
 import path from "node:path";
+import type { ApiServer } from "../api/server.ts";
 import { startApiServer } from "../api/server.ts";
 import { EventLog } from "../master/event-log.ts";
 import { Master } from "../master/master.ts";
 import type { ModelRegistry } from "../models/model-card.ts";
-import { spawnRunner as spawnRunnerProcess } from "../runner/supervisor.ts";
+import type { RunnerSupervisorOptions } from "../runner/supervisor.ts";
+import { createSpawnRunner } from "../runner/supervisor.ts";
 import type { SpawnRunner } from "../runner/runner-handle.ts";
 import type { Clock } from "../shared/clock.ts";
 import { systemClock } from "../shared/clock.ts";
@@ -37,6 +39,8 @@ export interface NodeOptions {
   readonly clock?: Clock;
   /** Replaces the runner child process (simulations); the product always spawns processes. */
   readonly spawnRunner?: SpawnRunner;
+  /** Watchdog and grace periods of runner processes (tests shorten them). */
+  readonly runnerSupervisor?: RunnerSupervisorOptions;
   /** Engine for model cards that name none. */
   readonly defaultEngineModule?: string;
 }
@@ -46,6 +50,7 @@ export interface RunningNode {
   readonly url: string;
   readonly cluster: ClusterPort;
   readonly worker: Worker;
+  readonly api: ApiServer;
   stop(): Promise<void>;
 }
 
@@ -92,7 +97,9 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     nodeId,
     stateView: replica,
     sink: { sendWorkerEvent },
-    spawnRunner: options.spawnRunner ?? ((o) => spawnRunnerProcess({ ...o, logger: logger.child({ component: "runner", runnerId: o.runnerId }) })),
+    spawnRunner:
+      options.spawnRunner ??
+      createSpawnRunner({ ...options.runnerSupervisor, logger: logger.child({ component: "runner" }) }),
     models: options.models,
     clock,
     logger: logger.child({ component: "worker" }),
@@ -135,7 +142,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     })();
     return stopping;
   };
-  return { nodeId, url: api.url, cluster, worker, stop };
+  return { nodeId, url: api.url, cluster, worker, api, stop };
 }
 
 function waitForTasksToSettle(replica: Replica, timeoutMs: number): Promise<void> {
