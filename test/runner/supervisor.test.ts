@@ -7,10 +7,11 @@ import type { RunnerReport } from "../../src/runner/runner-handle.ts";
 import { runnerEntry, spawnSupervisedRunner } from "../../src/runner/supervisor.ts";
 import type { RunnerSupervisorOptions, SupervisedRunner } from "../../src/runner/supervisor.ts";
 import type { RunnerId, TaskId } from "../../src/shared/ids.ts";
+import { PREFILL_CHUNK_TOKENS } from "../../src/shared/limits.ts";
 import type { GenerationParams } from "../../src/shared/types.ts";
 import { FAKE_ENGINE_DEFAULT_TEXT, fakeShardSpec } from "../support/fake-engine.ts";
 import type { FakeEngineOptions } from "../support/fake-engine.ts";
-import { testParams, testTaskId } from "./fixtures.ts";
+import { promptOfTokens, testParams, testTaskId } from "./fixtures.ts";
 import { CapturingLogger, ObservedList } from "./observed.ts";
 
 const FAKE_ENGINE_MODULE = new URL("../support/fake-engine.ts", import.meta.url).href;
@@ -156,6 +157,25 @@ test("cancel mid-task ends it Cancelled with real counts, then Ready, and the ne
   const ends = h.reports.items.filter((r) => r.type === "taskEnded");
   assert.equal(ends.length, 3, "no taskEnded for stray cancels");
   assert.equal(exitedReports(h).length, 0);
+});
+
+test("cancel during prefill stops between prompt chunks; no token is generated", async () => {
+  // 100 ms per 256-token chunk: far longer than an IPC round trip.
+  const h = await spawnReady({ prefillDelayMsPerToken: 100 / PREFILL_CHUNK_TOKENS });
+  const taskId = testTaskId("prefill");
+  const promptTokens = 4 * PREFILL_CHUNK_TOKENS;
+  h.runner.startTask({ taskId, params: testParams({ messages: promptOfTokens(promptTokens) }) });
+  await h.reports.next((r) => r.type === "prefillProgress" && r.taskId === taskId, "first prefill chunk");
+  h.runner.cancel(taskId);
+  const ended = await h.reports.next((r) => isTaskEnded(r, taskId), "taskEnded");
+  assert.ok(ended.type === "taskEnded");
+  assert.equal(ended.status, "Cancelled");
+  assert.equal(ended.tokensGenerated, 0);
+  assert.equal(ended.promptTokens, promptTokens);
+  const progress = h.reports.items.filter((r) => r.type === "prefillProgress" && r.taskId === taskId);
+  assert.ok(progress.length < 4, `${progress.length} prefill chunks ran`);
+  assert.ok(!h.reports.items.some((r) => r.type === "chunk" && r.taskId === taskId));
+  await h.reports.next((r) => isStatus(r, "Ready"), "Ready");
 });
 
 test("a second startTask while one runs is refused with taskEnded Failed; the first is unaffected", async () => {
