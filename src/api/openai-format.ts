@@ -17,7 +17,9 @@ const TextPartSchema = z.object({ type: z.literal("text"), text: z.string() });
 const RequestMessageSchema = z.object({
   role: ChatRoleSchema,
   // null is what clients send for an assistant turn that only called tools.
-  content: z.union([z.string(), z.array(TextPartSchema).max(CONTENT_PARTS_MAX), z.null()]),
+  content: z.union([z.string(), z.array(TextPartSchema).max(CONTENT_PARTS_MAX), z.null()], {
+    error: 'content must be a string or an array of {"type":"text","text":…} parts (only text is supported)',
+  }),
 });
 
 const penalty = z.number().min(-2).max(2).nullish();

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { failureToApiError, statusOfFailure } from "../../src/api/errors.ts";
 import { isQueueFull } from "../../src/api/openai.ts";
-import { finishReasonOf, parseChatCompletionRequest, toGenerationParams } from "../../src/api/openai-format.ts";
+import { finishReasonOf, logprobsJson, parseChatCompletionRequest, toGenerationParams } from "../../src/api/openai-format.ts";
 import type { TaskEnd } from "../../src/api/task-stream.ts";
 import { FailureCodeSchema } from "../../src/shared/types.ts";
 import { GenerationParamsSchema } from "../../src/shared/types.ts";
@@ -93,4 +93,12 @@ test("isQueueFull follows the master's rule: the least busy instance's queue dec
   assert.equal(isQueueFull(cluster.state, "m", 2), true);
   cluster.addInstance("m");
   assert.equal(isQueueFull(cluster.state, "m", 2), false, "a second, idle instance takes the next task");
+});
+
+test("logprobs: OpenAI's content list with bytes and top_logprobs; null when not asked", () => {
+  const entries = [{ token: "é", logprob: -0.5, top: [{ token: "é", logprob: -0.5 }, { token: "e", logprob: -1.5 }] }];
+  assert.deepEqual(logprobsJson(entries), {
+    content: [{ token: "é", logprob: -0.5, bytes: [0xc3, 0xa9], top_logprobs: [{ token: "é", logprob: -0.5, bytes: [0xc3, 0xa9] }, { token: "e", logprob: -1.5, bytes: [0x65] }] }],
+  });
+  assert.equal(logprobsJson(null), null);
 });
