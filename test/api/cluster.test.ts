@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { parseSince } from "../../src/api/cluster.ts";
+import { EVENTS_STREAM_BUFFER_MAX, parseSince } from "../../src/api/cluster.ts";
 import type { IndexedEvent } from "../../src/shared/types.ts";
 import { makeFixture, MODEL_ID, OTHER_MODEL_ID, postJson, SseReader } from "../support/api-fixture.ts";
 import { waitUntil } from "../support/fake-cluster.ts";
@@ -121,4 +121,23 @@ test("GET /instance/previews?model= says where the model would go, per node coun
   assert.deepEqual(body.previews.map((p) => [p.nodeCount, p.ok]), [[1, true]]);
   assert.equal((await app.request(`${BASE}/instance/previews?model=nope`)).status, 404);
   assert.equal((await app.request(`${BASE}/instance/previews`)).status, 400);
+});
+
+test("GET /events: a client that stops reading is cut off with an error naming where to resume", async () => {
+  const { app, cluster } = makeFixture();
+  const response = await app.request(`${BASE}/events`);
+  await waitUntil(() => cluster.listenerCount === 1, "subscribed");
+  const firstIdx = cluster.state.lastIdx + 1;
+  for (let i = 0; i <= EVENTS_STREAM_BUFFER_MAX + 8; i++) cluster.emit({ type: "TopologyEdgeCreated", fromNodeId: cluster.nodeId, toNodeId: "node-b" as never, latencyMs: i });
+  const reader = new SseReader(response.body!);
+  await reader.readAll();
+  const events = reader.events();
+  const last = events.at(-1)!;
+  assert.equal(last.event, "error");
+  const error = (JSON.parse(last.data!) as { error: { code: string; message: string } }).error;
+  assert.equal(error.code, "events_overflow");
+  const delivered = events.filter((e) => e.id !== null).map((e) => Number(e.id));
+  assert.equal(delivered[0], firstIdx);
+  assert.match(error.message, new RegExp(`since=${delivered.at(-1)! + 1}`));
+  await waitUntil(() => cluster.listenerCount === 0, "unsubscribed");
 });
