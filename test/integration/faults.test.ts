@@ -53,6 +53,7 @@ test("runner SIGKILLed mid-token: the client gets an error event, the runner is 
     const next = await postChat(node.url, chatBody({ max_tokens: 3 }));
     assert.equal(next.status, 200);
     assert.equal(((await next.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens, 3);
+    await node.waitFor(isIdle, "Ready after the next request");
     const statuses = node.events.flatMap((e) => (e.event.type === "RunnerStatusUpdated" ? [e.event.status.kind] : []));
     assert.ok(statuses.includes("Failed"), "runner recorded Failed");
     assert.equal(statuses.at(-1), "Ready");
