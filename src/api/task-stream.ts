@@ -8,6 +8,7 @@
 // answers — `finish` runs exactly once: TaskCancelled if the task has not ended (and was not already
 // cancelled), then always TaskFinished. It does not wait for the consumer, so a handler that is
 // stuck writing to a dead socket cannot lose either message.
+import { assert } from "../shared/assert.ts";
 import type { CommandId, TaskId } from "../shared/ids.ts";
 import type { State } from "../shared/state.ts";
 import { TASKS_MAX } from "../shared/limits.ts";
@@ -139,6 +140,8 @@ export class TaskStream implements AsyncIterableIterator<TaskUpdate, undefined> 
     const update = this.buffer.shift();
     if (update !== undefined) return Promise.resolve({ done: false, value: update });
     if (this.finished) return Promise.resolve(DONE);
+    // One reader at a time: a second pending next() would strand the first.
+    assert(this.waiter === null, "TaskStream.next() called while a previous next() is pending");
     return new Promise((resolve) => {
       this.waiter = resolve;
     });
