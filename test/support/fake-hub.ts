@@ -174,7 +174,7 @@ export class FakeHub {
       if (cut !== null) pieceEnd = Math.min(pieceEnd, start + cut);
       const piece = Buffer.from(entry.content.subarray(offset, pieceEnd));
       const corrupt = this.faults.corruptByteAt;
-      if (corrupt !== null && corrupt >= offset && corrupt < pieceEnd) piece[corrupt - offset] ^= 0xff;
+      if (corrupt !== null && corrupt >= offset && corrupt < pieceEnd) piece[corrupt - offset] = (piece[corrupt - offset] ?? 0) ^ 0xff;
       const flushed = res.write(piece);
       record.bytesSent += piece.length;
       offset = pieceEnd;
