@@ -72,19 +72,18 @@ export function whyUnplaceable(state: State, model: ModelPlacementInfo, minNodes
   return reasons[reasons.length - 1] ?? `the cluster has fewer than ${minNodes} node(s)`;
 }
 
-/** Sends PlaceInstance and resolves with the id of the instance of that model that appears next. */
+/** Sends PlaceInstance and resolves with the id of the instance it created (matched by command id). */
 export async function placeInstance(
   cluster: ClusterPort,
   request: PlaceRequest,
   timeoutMs: number,
   signal: AbortSignal | null = null,
 ): Promise<InstanceId | undefined> {
-  const modelId = request.model.modelId;
-  const before = new Set(instancesOfModel(cluster.state, modelId).map((i) => i.instanceId));
-  const pickNew = (state: State): InstanceId | undefined =>
-    instancesOfModel(state, modelId).find((i) => !before.has(i.instanceId))?.instanceId;
-  const created = waitForState(cluster, pickNew, timeoutMs, signal);
-  cluster.sendCommand({ type: "PlaceInstance", commandId: newCommandId(), model: request.model, minNodes: request.minNodes, sharding: request.sharding });
+  const commandId = newCommandId();
+  const pickMine = (state: State): InstanceId | undefined =>
+    instancesOfModel(state, request.model.modelId).find((i) => i.placedByCommandId === commandId)?.instanceId;
+  const created = waitForState(cluster, pickMine, timeoutMs, signal);
+  cluster.sendCommand({ type: "PlaceInstance", commandId, model: request.model, minNodes: request.minNodes, sharding: request.sharding });
   return created;
 }
 

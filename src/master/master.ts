@@ -255,7 +255,7 @@ export class Master {
       this.options.logger.warn({ commandId: command.commandId, modelId: command.model.modelId }, `cannot place instance: ${result.reason}`);
       return [];
     }
-    return this.emit([{ type: "InstanceCreated", instance: result.instance }]);
+    return this.emit([{ type: "InstanceCreated", instance: { ...result.instance, placedByCommandId: command.commandId } }]);
   }
 
   private onDeleteInstance(command: CommandOf<"DeleteInstance">): IndexedEvent[] {

@@ -10,16 +10,42 @@ import {
   RunnerIdSchema,
   TaskIdSchema,
 } from "./ids.ts";
-import { CHAT_MESSAGES_MAX, GENERATION_TOKENS_MAX, STOP_STRINGS_MAX } from "./limits.ts";
+import { CHAT_MESSAGES_MAX, GENERATION_TOKENS_MAX, STOP_STRINGS_MAX, TOOL_CALLS_PER_MESSAGE_MAX, TOOL_NAME_CHARS_MAX, TOOLS_MAX } from "./limits.ts";
 
 // ── generation parameters ─────────────────────────────────────────────────────────────────────
 
 export const ChatRoleSchema = z.enum(["system", "developer", "user", "assistant", "tool"]);
 export type ChatRole = z.infer<typeof ChatRoleSchema>;
 
+/** A function the model may call; `parameters` is a JSON schema, passed to the chat template as is. */
+export const ToolDefinitionSchema = z.object({
+  name: z.string().min(1).max(TOOL_NAME_CHARS_MAX),
+  description: z.string().optional(),
+  parameters: z.record(z.string(), z.unknown()).optional(),
+});
+export type ToolDefinition = z.infer<typeof ToolDefinitionSchema>;
+
+/** A call the model made, as the API returned it; `arguments` is the JSON text of an object. */
+export const ToolCallSchema = z.object({
+  id: z.string().min(1),
+  name: z.string().min(1).max(TOOL_NAME_CHARS_MAX),
+  arguments: z.string(),
+});
+export type ToolCall = z.infer<typeof ToolCallSchema>;
+
+/** "auto": the model decides; "none": no tools offered; "required": it must call one; or a named one. */
+export const ToolChoiceSchema = z.union([z.enum(["auto", "none", "required"]), z.object({ name: z.string().min(1).max(TOOL_NAME_CHARS_MAX) })]);
+export type ToolChoice = z.infer<typeof ToolChoiceSchema>;
+
 export const ChatMessageSchema = z.object({
   role: ChatRoleSchema,
   content: z.string(),
+  /** An assistant turn's calls (its content may be ""). */
+  toolCalls: z.array(ToolCallSchema).max(TOOL_CALLS_PER_MESSAGE_MAX).optional(),
+  /** A "tool" turn: the call this is the result of. */
+  toolCallId: z.string().optional(),
+  /** A "tool" turn: the function's name (templates such as Llama's and Ollama clients use it). */
+  name: z.string().optional(),
 });
 export type ChatMessage = z.infer<typeof ChatMessageSchema>;
 
@@ -38,6 +64,9 @@ export const GenerationParamsSchema = z.object({
   repetitionPenalty: z.number().gt(0).max(10),
   logprobs: z.boolean(),
   topLogprobs: z.number().int().min(0).max(20),
+  /** Functions offered to the model through its chat template; absent or empty: none. */
+  tools: z.array(ToolDefinitionSchema).max(TOOLS_MAX).optional(),
+  toolChoice: ToolChoiceSchema.optional(),
 });
 export type GenerationParams = z.infer<typeof GenerationParamsSchema>;
 
@@ -110,6 +139,8 @@ export const InstanceSchema = z.object({
   layerCount: z.number().int().min(1),
   /** The model's size when placed: placement counts size × layer share as claimed on each shard's node. */
   sizeBytes: z.number().min(0).optional(),
+  /** The PlaceInstance that created it, so the API that asked can tell its instance from others. */
+  placedByCommandId: CommandIdSchema.optional(),
   /** Ordered by layerStart; together they cover [0, layerCount) without gaps. */
   shards: z.array(ShardSchema).min(1),
 });

@@ -109,7 +109,7 @@ export class FakeCluster implements ClusterPort {
   }
 
   /** An instance of `modelId` on this node, one shard, its runner Ready. */
-  addInstance(modelId: string, layerCount = 4): Instance {
+  addInstance(modelId: string, layerCount = 4, placedByCommandId?: CommandId): Instance {
     const runnerId = newRunnerId();
     const instance: Instance = {
       instanceId: newInstanceId(),
@@ -117,6 +117,7 @@ export class FakeCluster implements ClusterPort {
       sharding: "pipeline",
       layerCount,
       shards: [{ runnerId, nodeId: this.nodeId, layerStart: 0, layerEnd: layerCount }],
+      ...(placedByCommandId === undefined ? {} : { placedByCommandId }),
     };
     this.emit({ type: "InstanceCreated", instance });
     return instance;
@@ -185,7 +186,7 @@ export class FakeCluster implements ClusterPort {
         return;
       }
       case "PlaceInstance":
-        if (this.placementPossible) this.addInstance(command.model.modelId, command.model.layerCount);
+        if (this.placementPossible) this.addInstance(command.model.modelId, command.model.layerCount, command.commandId);
         return;
       case "DeleteInstance":
         if (this.current.instances[command.instanceId] === undefined) return;
