@@ -17,13 +17,36 @@ const CardFileSchema = z.object({
   /** A module exporting createEngine(); for development and tests (the default is the GGUF engine). */
   engineModule: z.string().min(1).nullable().default(null),
   engineOptions: z.record(z.string(), z.unknown()).default({}),
-});
+  /** A file on the Hugging Face hub (`skein models pull ID` fetches it into the store). */
+  repo: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*$/, "repo must be owner/name").optional(),
+  file: z.string().regex(/^[A-Za-z0-9._-]+\.gguf$/, "file must be a .gguf file name").optional(),
+  revision: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).default("main"),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, "sha256 must be 64 lowercase hex digits").nullable().default(null),
+}).refine((c) => (c.repo === undefined) === (c.file === undefined), { message: "repo and file go together" });
 
 export class ModelCardError extends Error {
   override name = "ModelCardError";
 }
 
+/** Where a user card's GGUF comes from when it has no local path. */
+export interface UserCardHubSource {
+  readonly repo: string;
+  readonly file: string;
+  readonly revision: string;
+  readonly sha256: string | null;
+}
+
+export interface UserModelCard {
+  readonly card: ModelCard;
+  readonly hub: UserCardHubSource | null;
+}
+
 export function readModelCardFile(file: string): ModelCard {
+  return readUserModelCardFile(file).card;
+}
+
+/** A card file with its hub source (repo + file), for the model store. */
+export function readUserModelCardFile(file: string): UserModelCard {
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(file, "utf8"));
@@ -37,7 +60,7 @@ export function readModelCardFile(file: string): ModelCard {
   }
   const card = parsed.data;
   const dir = path.dirname(file);
-  return {
+  const modelCard: ModelCard = {
     modelId: card.id,
     name: card.name ?? card.id,
     layerCount: card.layerCount,
@@ -47,4 +70,6 @@ export function readModelCardFile(file: string): ModelCard {
     engineModule: card.engineModule === null ? null : pathToFileURL(path.resolve(dir, card.engineModule)).href,
     engineOptions: card.engineOptions,
   };
+  const hub = card.repo !== undefined && card.file !== undefined ? { repo: card.repo, file: card.file, revision: card.revision, sha256: card.sha256 } : null;
+  return { card: modelCard, hub };
 }
