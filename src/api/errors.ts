@@ -1,6 +1,8 @@
 // Errors are mapped once: handlers and middleware throw ApiError, and the single onError / notFound
-// pair below renders OpenAI's `{"error":{"message","type","param","code"}}` shape, so every adapter
-// and every failure path answers in the same format with the right status.
+// pair below renders it in the shape of the API the path belongs to — OpenAI's
+// `{"error":{"message","type","param","code"}}`, Anthropic's `{"type":"error","error":{"type","message"}}`
+// or Ollama's `{"error":"…"}` — so every failure path, middleware included, answers with the right
+// status in the format its client parses.
 import type { Context, ErrorHandler, NotFoundHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
@@ -75,9 +77,53 @@ export function failureToApiError(code: FailureCode | null, reason: string | nul
   return new ApiError(status, { message: reason ?? `task failed (${effective})`, code: effective }, headers);
 }
 
+/** Which API's error shape a path answers in: each adapter's clients parse only their own. */
+export type ErrorFlavor = "openai" | "anthropic" | "ollama";
+
+export function errorFlavorOf(path: string): ErrorFlavor {
+  if (path === "/v1/messages" || path.startsWith("/v1/messages/")) return "anthropic";
+  if (path.startsWith("/api/") || path.startsWith("/ollama/")) return "ollama";
+  return "openai";
+}
+
+/** Anthropic's error `type` for a status (https://docs.anthropic.com/en/api/errors). */
+export function anthropicErrorType(status: number): string {
+  switch (status) {
+    case 400:
+      return "invalid_request_error";
+    case 401:
+      return "authentication_error";
+    case 403:
+      return "permission_error";
+    case 404:
+      return "not_found_error";
+    case 413:
+      return "request_too_large";
+    case 429:
+      return "rate_limit_error";
+    case 503:
+    case 529:
+      return "overloaded_error";
+    default:
+      return status < 500 ? "invalid_request_error" : "api_error";
+  }
+}
+
+/** The JSON body of an error in a flavor's shape (also what a stream sends as its error event). */
+export function errorBodyFor(flavor: ErrorFlavor, error: ApiError): Record<string, unknown> {
+  switch (flavor) {
+    case "openai":
+      return { error: error.body };
+    case "anthropic":
+      return { type: "error", error: { type: anthropicErrorType(error.status), message: error.body.message } };
+    case "ollama":
+      return { error: error.body.message };
+  }
+}
+
 export function renderApiError(c: Context, error: ApiError): Response {
   for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
-  return c.json({ error: error.body }, error.status);
+  return c.json(errorBodyFor(errorFlavorOf(c.req.path), error), error.status);
 }
 
 export function createErrorHandler(logger: ApiLogger): ErrorHandler {

@@ -1,7 +1,7 @@
 // The contract between a runner and whatever computes tokens. The runner's generation loop
 // (src/runner/generate.ts) drives it one prefill chunk or one decode step at a time, and checks for
 // cancellation between calls — so every call must return after a bounded amount of work.
-import type { ChatMessage, GenerationParams } from "../shared/types.ts";
+import type { ChatMessage, GenerationParams, ToolDefinition } from "../shared/types.ts";
 
 /** Which part of which model an engine holds. A single-node instance is one shard [0, layerCount). */
 export interface EngineShardSpec {
@@ -49,8 +49,11 @@ export interface Engine {
   load(onProgress: (layersLoaded: number, layerCount: number) => void): Promise<void>;
   /** Runs a tiny generation so the first real request does not pay one-off costs. */
   warmup(): Promise<void>;
-  /** Renders the model's chat template and tokenizes it. Throws EngineInputError if it cannot fit. */
-  encodeChat(messages: readonly ChatMessage[]): number[];
+  /**
+   * Renders the model's chat template and tokenizes it. Throws EngineInputError if it cannot fit.
+   * `tools` (absent or empty: none) are offered to the model through the template.
+   */
+  encodeChat(messages: readonly ChatMessage[], tools?: readonly ToolDefinition[]): number[];
   /** Opens a sequence; throws EngineInputError when the prompt cannot fit the context. */
   openSequence(params: GenerationParams, promptTokenCount: number): Sequence;
   /** Releases every resource. */

@@ -90,7 +90,7 @@ async function runGeneration(
   };
 
   if (options.cancelChecks && hooks.isCancelled()) return cancelled(progress);
-  const promptTokenIds = engine.encodeChat(task.params.messages);
+  const promptTokenIds = engine.encodeChat(task.params.messages, task.params.tools ?? []);
   progress.promptTokens = promptTokenIds.length;
   const sequence = engine.openSequence(task.params, promptTokenIds.length);
   progress.sequence = sequence;

@@ -18,6 +18,12 @@ export const CHAT_MESSAGES_MAX = 4096;
 export const GENERATION_TOKENS_MAX = 1 << 20;
 /** Stop strings per request (OpenAI allows 4; we allow a few more). */
 export const STOP_STRINGS_MAX = 16;
+/** Tools offered in one request (OpenAI allows 128). */
+export const TOOLS_MAX = 128;
+/** Tool calls in one assistant message, requested or generated. */
+export const TOOL_CALLS_PER_MESSAGE_MAX = 64;
+/** A function name (OpenAI allows 64). */
+export const TOOL_NAME_CHARS_MAX = 64;
 /** A runner that sends no heartbeat for this long while loaded is considered hung. */
 export const RUNNER_HEARTBEAT_TIMEOUT_MS = 10_000;
 /** How often a runner sends a heartbeat. */
