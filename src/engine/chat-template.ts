@@ -1,7 +1,7 @@
 // Renders a model's chat template (tokenizer.chat_template, a Jinja template written for Hugging
 // Face transformers) into the prompt text the model was trained on.
 import { Template } from "@huggingface/jinja";
-import type { ChatMessage } from "../shared/types.ts";
+import type { ChatMessage, ToolDefinition } from "../shared/types.ts";
 
 /** A template that does not parse or fails while rendering: the request, not the runner, is at fault. */
 export class ChatTemplateError extends Error {
@@ -17,6 +17,43 @@ export interface ChatTemplateSpecialTokens {
 export interface ChatTemplateRenderOptions {
   /** End with the header of an assistant turn so the model answers (default true). */
   readonly addGenerationPrompt?: boolean;
+  /** Functions offered to the model; absent or empty: the template sees no `tools`. */
+  readonly tools?: readonly ToolDefinition[];
+}
+
+// @huggingface/jinja provides raise_exception and strftime_now itself.
+// Templates are written against Hugging Face transformers' apply_chat_template: snake_case fields,
+// OpenAI-shaped tools and tool calls, and call arguments as an object (Llama 3.1 applies `tojson`
+// to them; Qwen accepts a string or an object).
+function argumentsForTemplate(argumentsJson: string): unknown {
+  try {
+    const parsed: unknown = JSON.parse(argumentsJson);
+    return parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : argumentsJson;
+  } catch {
+    return argumentsJson;
+  }
+}
+
+function messageForTemplate(message: ChatMessage): Record<string, unknown> {
+  // OpenAI's "developer" role is the newer name of "system", which is all templates know.
+  const out: Record<string, unknown> = { role: message.role === "developer" ? "system" : message.role, content: message.content };
+  if (message.toolCalls !== undefined && message.toolCalls.length > 0) {
+    out["tool_calls"] = message.toolCalls.map((call) => ({
+      id: call.id,
+      type: "function",
+      function: { name: call.name, arguments: argumentsForTemplate(call.arguments) },
+    }));
+  }
+  if (message.toolCallId !== undefined) out["tool_call_id"] = message.toolCallId;
+  if (message.name !== undefined) out["name"] = message.name;
+  return out;
+}
+
+function toolForTemplate(tool: ToolDefinition): Record<string, unknown> {
+  const definition: Record<string, unknown> = { name: tool.name };
+  if (tool.description !== undefined) definition["description"] = tool.description;
+  if (tool.parameters !== undefined) definition["parameters"] = tool.parameters;
+  return { type: "function", function: definition };
 }
 
 /**
@@ -50,12 +87,14 @@ export class ChatTemplate {
 
   render(messages: readonly ChatMessage[], options: ChatTemplateRenderOptions = {}): string {
     try {
-      return this.template.render({
-        messages: messages.map((message) => ({ role: message.role, content: message.content })),
+      const context: Record<string, unknown> = {
+        messages: messages.map(messageForTemplate),
         add_generation_prompt: options.addGenerationPrompt ?? true,
         bos_token: this.specialTokens.bosToken,
         eos_token: this.specialTokens.eosToken,
-      });
+      };
+      if (options.tools !== undefined && options.tools.length > 0) context["tools"] = options.tools.map(toolForTemplate);
+      return this.template.render(context);
     } catch (error) {
       // Templates raise errors on purpose, e.g. "Conversation roles must alternate user/assistant".
       throw new ChatTemplateError(`the model's chat template failed: ${(error as Error).message}`);
@@ -91,8 +130,13 @@ export interface ChatTokenizer {
  * rendered text are parsed, and a BOS (EOS) the template wrote itself is dropped when the tokenizer
  * adds one anyway, so the prompt never starts with two.
  */
-export function encodeChat(tokenizer: ChatTokenizer, template: ChatTemplate, messages: readonly ChatMessage[]): number[] {
-  let text = template.render(messages, { addGenerationPrompt: true });
+export function encodeChat(
+  tokenizer: ChatTokenizer,
+  template: ChatTemplate,
+  messages: readonly ChatMessage[],
+  tools?: readonly ToolDefinition[],
+): number[] {
+  let text = template.render(messages, { addGenerationPrompt: true, ...(tools === undefined ? {} : { tools }) });
   const { tokens, bosTokenId, eosTokenId, addBos, addEos } = tokenizer.vocabulary;
   const bosText = bosTokenId === null ? "" : (tokens[bosTokenId] ?? "");
   const eosText = eosTokenId === null ? "" : (tokens[eosTokenId] ?? "");

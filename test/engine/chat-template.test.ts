@@ -124,3 +124,37 @@ test("encodeChat on a real vocabulary parses the template's special tokens", () 
   assert.equal(ids[1], tokenizer.tokenId("<|start_header_id|>"));
   assert.equal(tokenizer.decode(ids, { special: true }), "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
 });
+
+test("tools, tool calls and tool results reach the template in transformers' shapes (Qwen3 renders them)", () => {
+  const rendered = templateOf("qwen3").render(
+    [
+      { role: "developer", content: "Be brief." },
+      { role: "user", content: "Weather in Paris?" },
+      { role: "assistant", content: "", toolCalls: [{ id: "c1", name: "get_weather", arguments: '{"city":"Paris","days":2}' }] },
+      { role: "tool", content: '{"temp": 21}', toolCallId: "c1", name: "get_weather" },
+    ],
+    { tools: [{ name: "get_weather", description: "Weather now", parameters: { type: "object", properties: { city: { type: "string" } } } }] },
+  );
+  assert.equal(
+    rendered,
+    "<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n" +
+      "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n" +
+      '{"type": "function", "function": {"name": "get_weather", "description": "Weather now", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}\n' +
+      "</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n" +
+      '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' +
+      "<|im_start|>user\nWeather in Paris?<|im_end|>\n" +
+      '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}\n</tool_call><|im_end|>\n' +
+      '<|im_start|>user\n<tool_response>\n{"temp": 21}\n</tool_response><|im_end|>\n<|im_start|>assistant\n',
+  );
+  const withoutTools = templateOf("qwen3").render([{ role: "user", content: "Hi" }], { tools: [] });
+  assert.ok(!withoutTools.includes("# Tools"), "an empty tool list offers no tools");
+});
+
+test("arguments that are not a JSON object are passed through as text", () => {
+  const template = new ChatTemplate("{% for m in messages %}{% for c in m.tool_calls %}{{ c.function.arguments | tojson }}{% endfor %}{% endfor %}", {
+    bosToken: "",
+    eosToken: "",
+  });
+  assert.equal(template.render([{ role: "assistant", content: "", toolCalls: [{ id: "1", name: "f", arguments: "not json" }] }]), '"not json"');
+  assert.equal(template.render([{ role: "assistant", content: "", toolCalls: [{ id: "1", name: "f", arguments: '{"a": [1]}' }] }]), '{"a": [1]}');
+});
