@@ -25,7 +25,7 @@ export const HelloSchema = z.object({
   clusterPort: z.number().int().min(0).max(65535),
   /** Whether the sender has a cluster secret: both must agree, or nobody could ever authenticate. */
   auth: z.boolean(),
-  nonce: z.instanceof(Uint8Array).refine((b) => b.length === NONCE_BYTES, `nonce must be ${NONCE_BYTES} bytes`),
+  nonce: z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.length === NONCE_BYTES, `nonce must be ${NONCE_BYTES} bytes`),
 });
 export type Hello = z.infer<typeof HelloSchema>;
 

@@ -154,7 +154,8 @@ export class Link {
       return;
     }
     for (const message of messages) {
-      if (this.phase === "closed") return;
+      // A frame handler may have closed the link.
+      if (this.isClosed) return;
       this.onFrame(message);
     }
   }
