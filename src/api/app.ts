@@ -1,11 +1,13 @@
 // The API's Hono app: shared middleware, one router per adapter, errors rendered once.
 import { Hono } from "hono";
 import type { ModelRegistry } from "../models/model-card.ts";
+import type { ModelService } from "../models/node-downloads.ts";
 import type { ClusterPort } from "../node/cluster-port.ts";
 import type { Clock } from "../shared/clock.ts";
 import { systemClock } from "../shared/clock.ts";
 import { REQUEST_BODY_BYTES_MAX, SSE_KEEPALIVE_MS } from "../shared/limits.ts";
 import { clusterRouter } from "./cluster.ts";
+import { modelsRouter } from "./models.ts";
 import type { ApiDeps } from "./deps.ts";
 import type { ApiEnv } from "./env.ts";
 import { createErrorHandler, notFoundHandler } from "./errors.ts";
@@ -28,6 +30,8 @@ export interface AppOptions {
   readonly placementTimeoutMs?: number;
   readonly taskCreatedTimeoutMs?: number;
   readonly bodyBytesMax?: number;
+  /** The node's model store (GET /models with download state, downloads, deletes); absent: GET /models lists `models`. */
+  readonly modelService?: ModelService;
 }
 
 export interface ApiApp {
@@ -61,6 +65,7 @@ export function createApp(options: AppOptions): ApiApp {
   app.use("*", bodyLimit({ maxBytes: options.bodyBytesMax ?? REQUEST_BODY_BYTES_MAX }));
   app.route("/v1", openAiRouter(deps));
   app.route("/", clusterRouter(deps));
+  app.route("/", modelsRouter(deps, options.modelService ?? null));
   app.onError(createErrorHandler(logger));
   app.notFound(notFoundHandler);
 

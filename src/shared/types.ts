@@ -90,6 +90,7 @@ export const FailureCodeSchema = z.enum([
   "instance_deleted", // the instance went away under the task (503)
   "node_restarted", // the node holding the client restarted (500)
   "internal", // a bug (500)
+  "timeout", // the task ran past its prefill or decode timeout and was stopped (504)
 ]);
 export type FailureCode = z.infer<typeof FailureCodeSchema>;
 
@@ -179,7 +180,8 @@ export type Task = z.infer<typeof TaskSchema>;
 
 export const DownloadProgressSchema = z.object({
   modelId: ModelIdSchema,
-  status: z.enum(["pending", "downloading", "complete", "failed"]),
+  /** "removed": the node deleted its copy (DELETE /models/{id}); it no longer holds the model. */
+  status: z.enum(["pending", "downloading", "complete", "failed", "removed"]),
   downloadedBytes: z.number().min(0),
   totalBytes: z.number().min(0),
   error: z.string().nullable(),
