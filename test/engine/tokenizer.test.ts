@@ -19,9 +19,10 @@ after(async () => {
   rmSync(directory, { recursive: true, force: true });
 });
 
-function writeVocabFixture(vocab: FixtureVocab): string {
-  const path = join(directory, `${vocab}.gguf`);
+function writeVocabFixture(vocab: FixtureVocab, tokenizerPre?: string): string {
+  const path = join(directory, `${vocab}${tokenizerPre === undefined ? "" : `-${tokenizerPre}`}.gguf`);
   writeModelFixture(path, {
+    ...(tokenizerPre === undefined ? {} : { tokenizerPre }),
     arch: "llama",
     vocab,
     nLayer: 1,
@@ -37,14 +38,22 @@ function writeVocabFixture(vocab: FixtureVocab): string {
   return path;
 }
 
-const VOCABS: readonly FixtureVocab[] = ["qwen3", "llama3", "tiny", "tiny-spm"];
+// The tiny vocabulary again under other pre-tokenizers: llama.cpp's multi-regex "default" split and Llama 3's.
+const VOCABS: readonly [FixtureVocab, string | undefined][] = [
+  ["qwen3", undefined],
+  ["llama3", undefined],
+  ["tiny", undefined],
+  ["tiny", "default"],
+  ["tiny", "llama-bpe"],
+  ["tiny-spm", undefined],
+];
 
-for (const vocab of VOCABS) {
-  describe(`${vocab} vocabulary`, () => {
+for (const [vocab, tokenizerPre] of VOCABS) {
+  describe(`${vocab} vocabulary${tokenizerPre === undefined ? "" : ` with the ${tokenizerPre} pre-tokenizer`}`, () => {
     let tokenizer: Tokenizer;
     let oracle: LlamaModel;
     before(async () => {
-      const path = writeVocabFixture(vocab);
+      const path = writeVocabFixture(vocab, tokenizerPre);
       tokenizer = Tokenizer.fromGguf(readGguf(path));
       oracle = await (await getOracleLlama()).loadModel({ modelPath: path });
     });

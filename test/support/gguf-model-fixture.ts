@@ -38,6 +38,8 @@ export interface ModelFixtureSpec {
   readonly ropeFreqBase?: number;
   /** Default: 1e-5 for llama, 1e-6 for qwen. */
   readonly rmsEpsilon?: number;
+  /** Overrides the vocabulary's tokenizer.ggml.pre (byte-level BPE vocabularies only). */
+  readonly tokenizerPre?: string;
   /** Llama 3.1-style RoPE scaling, stored as the rope_freqs.weight tensor as converters do (llama only). */
   readonly llama3RopeScaling?: {
     readonly factor: number;
@@ -424,7 +426,8 @@ export function writeModelFixture(path: string, spec: ModelFixtureSpec): ModelFi
     { key: "tokenizer.ggml.add_bos_token", type: GgufValueType.Bool, value: vocabulary.addBos },
     str("tokenizer.chat_template", vocabulary.chatTemplate),
   );
-  if (vocabulary.pre !== null) metadata.push(str("tokenizer.ggml.pre", vocabulary.pre));
+  const pre = spec.tokenizerPre ?? vocabulary.pre;
+  if (pre !== null) metadata.push(str("tokenizer.ggml.pre", pre));
   if (vocabulary.model === "gpt2") {
     metadata.push({ key: "tokenizer.ggml.merges", type: GgufValueType.Array, elementType: GgufValueType.String, value: vocabulary.merges });
   } else {
