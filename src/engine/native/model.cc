@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 
@@ -19,6 +22,27 @@ namespace skein {
 // Scratch: per-call buffers reused across calls (one engine process runs one forward at a time).
 
 namespace {
+
+// SKEIN_PROFILE=1: per-phase wall time, printed at exit (in-process timers; perf distorts spinning).
+struct PhaseTimes {
+  bool on = std::getenv("SKEIN_PROFILE") != nullptr;
+  double ms[8] = {0};
+  const char* names[8] = {"norm+quant", "qkv", "rope+kv", "attention", "wo", "gate+up", "silu", "down"};
+  ~PhaseTimes() {
+    if (!on) return;
+    for (int i = 0; i < 8; i++) std::fprintf(stderr, "skein phase %-10s %9.1f ms\n", names[i], ms[i]);
+  }
+};
+PhaseTimes g_phase;
+struct PhaseClock {
+  std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
+  void lap(int i) {
+    if (!g_phase.on) return;
+    const auto now = std::chrono::steady_clock::now();
+    g_phase.ms[i] += std::chrono::duration<double, std::milli>(now - t).count();
+    t = now;
+  }
+};
 
 struct Scratch {
   std::vector<uint8_t> quant[T_COUNT];  // activations quantized to each partner type
@@ -84,7 +108,12 @@ void run_matmuls(const MatJob* jobs, int nJobs, int n) {
   for (int j = 0; j < nJobs; j++) totalRows += jobs[j].w->ne1;
   // Enough chunks for balance, few enough that the counter is not contended.
   int64_t chunk = std::max<int64_t>(16, totalRows / (nth * 16));
-  if (n >= 32) chunk = std::max<int64_t>(4, std::min<int64_t>(chunk, totalRows / (nth * 8)));
+  if (n > 1) {
+    // Prefill: a chunk's rows stay in L1 while every group of tokens passes over them.
+    size_t maxRowBytes = 1;
+    for (int j = 0; j < nJobs; j++) maxRowBytes = std::max(maxRowBytes, jobs[j].w->rowBytes);
+    chunk = std::min<int64_t>(64, std::max<int64_t>(4, (int64_t)(16384 / maxRowBytes)));
+  }
   chunk = (chunk + 3) & ~int64_t(3);
   // Chunks never straddle jobs: a chunk index maps to (job, first row).
   std::vector<int64_t> firstChunk(nJobs + 1, 0);
@@ -101,8 +130,22 @@ void run_matmuls(const MatJob* jobs, int nJobs, int n) {
       const Tensor& w = *job.w;
       const int64_t r0 = (c - firstChunk[j]) * chunk;
       const int64_t r1 = std::min<int64_t>(r0 + chunk, w.ne1);
-      const vec_dot_fn dot = w.tr->dot;
       const int k = (int)w.ne0;
+      const dot_tile_fn tile = w.tr->tile;
+      if (tile != nullptr) {
+        // Decode: 4 rows share each activation block. Prefill: 2 rows × 4 tokens share unpacking.
+        const int R = n == 1 ? 4 : 2, T = n == 1 ? 1 : 4;
+        for (int t0 = 0; t0 < n; t0 += T) {
+          const int tn = std::min(T, n - t0);
+          for (int64_t r = r0; r < r1; r += R) {
+            const int rn = (int)std::min<int64_t>(R, r1 - r);
+            tile(k, rn, tn, w.data + (size_t)r * w.rowBytes, w.rowBytes, job.x.data + job.x.stride * t0, job.x.stride,
+                 job.out + job.outStride * t0 + r, job.outStride, job.accumulate);
+          }
+        }
+        continue;
+      }
+      const vec_dot_fn dot = w.tr->dot;
       for (int64_t r = r0; r < r1; r++) {
         const uint8_t* row = w.data + (size_t)r * w.rowBytes;
         for (int t = 0; t < n; t++) {
@@ -397,6 +440,7 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
   const float* freqs = ropeFreqs_.empty() ? nullptr : ropeFreqs_.data();
 
   // Attention block.
+  PhaseClock clock;
   for (int t = 0; t < n; t++) rms_norm_row(x + (size_t)t * nEmbd, L.attnNormF.data(), xn + (size_t)t * nEmbd, nEmbd, c.eps);
   {
     const QuantizedActs aq = quantize_acts(L.wq.tr->dotPartner, xn, n, nEmbd);
@@ -404,8 +448,10 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
     const QuantizedActs av = L.wv.tr->dotPartner == L.wq.tr->dotPartner ? aq
                              : L.wv.tr->dotPartner == L.wk.tr->dotPartner ? ak
                                                                            : quantize_acts(L.wv.tr->dotPartner, xn, n, nEmbd);
+    clock.lap(0);
     const MatJob jobs[3] = {{&L.wq, aq, q, qDim, false}, {&L.wk, ak, k, kvDim, false}, {&L.wv, av, v, kvDim, false}};
     run_matmuls(jobs, 3, n);
+    clock.lap(1);
   }
   uint8_t* kc = kv.k(il);
   uint8_t* vc = kv.v(il);
@@ -440,6 +486,7 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
     }
   });
 
+  clock.lap(2);
   // Grouped-query attention, one (token, head) pair per work item.
   {
     ThreadPool& p = pool();
@@ -499,10 +546,12 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
     if (nth == 1 || items == 1) task(0, 1);
     else p.run(task);
   }
+  clock.lap(3);
   {
     const MatJob job{&L.wo, quantize_acts(L.wo.tr->dotPartner, attn, n, qDim), x, nEmbd, true};
     run_matmuls(&job, 1, n);
   }
+  clock.lap(4);
 
   // Feed-forward block (SwiGLU).
   float* gate = grow(S.gate, (size_t)n * c.nFf);
@@ -514,15 +563,18 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
     const MatJob jobs[2] = {{&L.wGate, ag, gate, c.nFf, false}, {&L.wUp, au, up, c.nFf, false}};
     run_matmuls(jobs, 2, n);
   }
+  clock.lap(5);
   parallel_for(n, 8, [&](int t) {
     float* g = gate + (size_t)t * c.nFf;
     const float* u = up + (size_t)t * c.nFf;
     for (int i = 0; i < c.nFf; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
   });
+  clock.lap(6);
   {
     const MatJob job{&L.wDown, quantize_acts(L.wDown.tr->dotPartner, gate, n, c.nFf), x, nEmbd, true};
     run_matmuls(&job, 1, n);
   }
+  clock.lap(7);
 }
 
 void Model::head(const float* x, int n, int first, float* logits) {

@@ -135,29 +135,6 @@ SKEIN_AVX2 void dot_bf16(int n, float* s, const void* vx, const void* vy) {
   *s = sum;
 }
 
-SKEIN_AVX2 void dot_q4_0_q8_0(int n, float* s, const void* vx, const void* vy) {
-  const block_q4_0* x = (const block_q4_0*)vx;
-  const block_q8_0* y = (const block_q8_0*)vy;
-  const int nb = n / QK8_0;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  const __m256i eight = _mm256_set1_epi8(8);
-  int i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    const __m256i q0 = _mm256_sub_epi8(unpack_nibbles(x[i].qs), eight);
-    const __m256i q1 = _mm256_sub_epi8(unpack_nibbles(x[i + 1].qs), eight);
-    const __m256i p0 = dot_i8_i32(q0, _mm256_loadu_si256((const __m256i*)y[i].qs));
-    const __m256i p1 = dot_i8_i32(q1, _mm256_loadu_si256((const __m256i*)y[i + 1].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), _mm256_cvtepi32_ps(p1), acc1);
-  }
-  for (; i < nb; i++) {
-    const __m256i q0 = _mm256_sub_epi8(unpack_nibbles(x[i].qs), eight);
-    const __m256i p0 = dot_i8_i32(q0, _mm256_loadu_si256((const __m256i*)y[i].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-  }
-  *s = hsum8(_mm256_add_ps(acc0, acc1));
-}
-
 SKEIN_AVX2 void dot_q4_1_q8_1(int n, float* s, const void* vx, const void* vy) {
   const block_q4_1* x = (const block_q4_1*)vx;
   const block_q8_1* y = (const block_q8_1*)vy;
@@ -171,22 +148,6 @@ SKEIN_AVX2 void dot_q4_1_q8_1(int n, float* s, const void* vx, const void* vy) {
     offs += h2f(x[i].m) * h2f(y[i].s);
   }
   *s = hsum8(acc) + offs;
-}
-
-SKEIN_AVX2 void dot_q5_0_q8_0(int n, float* s, const void* vx, const void* vy) {
-  const block_q5_0* x = (const block_q5_0*)vx;
-  const block_q8_0* y = (const block_q8_0*)vy;
-  const int nb = n / QK8_0;
-  __m256 acc = _mm256_setzero_ps();
-  const __m256i minus16 = _mm256_set1_epi8((char)0xF0);
-  for (int i = 0; i < nb; i++) {
-    // (nibble | hbit<<4) - 16 == nibble with 0xF0 or-ed in when the high bit is clear.
-    const __m256i hi = _mm256_andnot_si256(expand_bits(x[i].qh), minus16);
-    const __m256i q = _mm256_or_si256(unpack_nibbles(x[i].qs), hi);
-    const __m256i p = dot_i8_i32(q, _mm256_loadu_si256((const __m256i*)y[i].qs));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(p), acc);
-  }
-  *s = hsum8(acc);
 }
 
 SKEIN_AVX2 void dot_q5_1_q8_1(int n, float* s, const void* vx, const void* vy) {
@@ -206,24 +167,111 @@ SKEIN_AVX2 void dot_q5_1_q8_1(int n, float* s, const void* vx, const void* vy) {
   *s = hsum8(acc) + offs;
 }
 
-SKEIN_AVX2 void dot_q8_0_q8_0(int n, float* s, const void* vx, const void* vy) {
-  const block_q8_0* x = (const block_q8_0*)vx;
-  const block_q8_0* y = (const block_q8_0*)vy;
+
+// ---- q8_0-partner tiles ---------------------------------------------------------------------
+// Weights become unsigned bytes (q + OFF); maddubs(u, y) - maddubs(OFF, y) is then the signed
+// product sum in 16-bit lanes without the two sign instructions per pair, and the offset term is
+// computed once per activation block for all R rows. q8_0 weights are already signed: the usual
+// abs/sign pairing. Each (row, token) keeps one accumulator in block order, so any tile shape
+// produces the bits of a single dot.
+struct UQ4_0 {
+  using B = block_q4_0;
+  static constexpr int OFF = 8;
+  static constexpr bool SIGNED = false;
+  SKEIN_AVX2 static inline __m256i unpack(const B* b) { return unpack_nibbles(b->qs); }
+};
+struct UQ5_0 {
+  using B = block_q5_0;
+  static constexpr int OFF = 16;
+  static constexpr bool SIGNED = false;
+  SKEIN_AVX2 static inline __m256i unpack(const B* b) {
+    return _mm256_or_si256(unpack_nibbles(b->qs), _mm256_and_si256(expand_bits(b->qh), _mm256_set1_epi8(0x10)));
+  }
+};
+struct UQ8_0 {
+  using B = block_q8_0;
+  static constexpr int OFF = 0;
+  static constexpr bool SIGNED = true;
+  SKEIN_AVX2 static inline __m256i unpack(const B* b) { return _mm256_loadu_si256((const __m256i*)b->qs); }
+};
+
+template <typename U, int R, int T>
+SKEIN_AVX2 static void tile_kernel(int n, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os,
+                                   bool accumulate) {
   const int nb = n / QK8_0;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    const __m256i p0 = dot_i8_i32(_mm256_loadu_si256((const __m256i*)x[i].qs), _mm256_loadu_si256((const __m256i*)y[i].qs));
-    const __m256i p1 =
-        dot_i8_i32(_mm256_loadu_si256((const __m256i*)x[i + 1].qs), _mm256_loadu_si256((const __m256i*)y[i + 1].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i + 1].d) * h2f(y[i + 1].d)), _mm256_cvtepi32_ps(p1), acc1);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R][T];
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    __m256i yv[T], yoff[T];
+    float dy[T];
+    for (int t = 0; t < T; t++) {
+      const block_q8_0* yb = (const block_q8_0*)(y + (size_t)t * ys) + b;
+      yv[t] = _mm256_loadu_si256((const __m256i*)yb->qs);
+      dy[t] = h2f(yb->d);
+      if (!U::SIGNED) yoff[t] = _mm256_maddubs_epi16(_mm256_set1_epi8(U::OFF), yv[t]);
+    }
+    for (int r = 0; r < R; r++) {
+      const typename U::B* wb = (const typename U::B*)(w + (size_t)r * ws) + b;
+      const float dw = h2f(wb->d);
+      const __m256i wv = U::unpack(wb);
+      if (U::SIGNED) {
+        const __m256i aw = _mm256_sign_epi8(wv, wv);
+        for (int t = 0; t < T; t++) {
+          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(yv[t], wv)), ones);
+          acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dy[t]), _mm256_cvtepi32_ps(p), acc[r][t]);
+        }
+      } else {
+        for (int t = 0; t < T; t++) {
+          const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(wv, yv[t]), yoff[t]);
+          const __m256i p = _mm256_madd_epi16(p16, ones);
+          acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dy[t]), _mm256_cvtepi32_ps(p), acc[r][t]);
+        }
+      }
+    }
   }
-  for (; i < nb; i++) {
-    const __m256i p0 = dot_i8_i32(_mm256_loadu_si256((const __m256i*)x[i].qs), _mm256_loadu_si256((const __m256i*)y[i].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(p0), acc0);
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < T; t++) {
+      const float s = hsum8(acc[r][t]);
+      float* o = out + (int64_t)t * os + r;
+      *o = accumulate ? *o + s : s;
+    }
+}
+
+template <typename U>
+SKEIN_AVX2 static void tile_dispatch(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys,
+                                     float* out, int64_t os, bool acc) {
+  switch (R * 8 + T) {
+    case 1 * 8 + 1: return tile_kernel<U, 1, 1>(n, w, ws, y, ys, out, os, acc);
+    case 2 * 8 + 1: return tile_kernel<U, 2, 1>(n, w, ws, y, ys, out, os, acc);
+    case 4 * 8 + 1: return tile_kernel<U, 4, 1>(n, w, ws, y, ys, out, os, acc);
+    case 1 * 8 + 4: return tile_kernel<U, 1, 4>(n, w, ws, y, ys, out, os, acc);
+    case 2 * 8 + 4: return tile_kernel<U, 2, 4>(n, w, ws, y, ys, out, os, acc);
+    case 2 * 8 + 2: return tile_kernel<U, 2, 2>(n, w, ws, y, ys, out, os, acc);
+    default:
+      for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) tile_kernel<U, 1, 1>(n, w + (size_t)r * ws, ws, y + (size_t)t * ys, ys, out + (int64_t)t * os + r, os, acc);
   }
-  *s = hsum8(_mm256_add_ps(acc0, acc1));
+}
+
+void tile_q4_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc) {
+  tile_dispatch<UQ4_0>(n, R, T, w, ws, y, ys, out, os, acc);
+}
+void tile_q5_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc) {
+  tile_dispatch<UQ5_0>(n, R, T, w, ws, y, ys, out, os, acc);
+}
+void tile_q8_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc) {
+  tile_dispatch<UQ8_0>(n, R, T, w, ws, y, ys, out, os, acc);
+}
+void dot_q4_0_q8_0(int n, float* s, const void* x, const void* y) {
+  tile_kernel<UQ4_0, 1, 1>(n, (const uint8_t*)x, 0, (const uint8_t*)y, 0, s, 0, false);
+}
+void dot_q5_0_q8_0(int n, float* s, const void* x, const void* y) {
+  tile_kernel<UQ5_0, 1, 1>(n, (const uint8_t*)x, 0, (const uint8_t*)y, 0, s, 0, false);
+}
+void dot_q8_0_q8_0(int n, float* s, const void* x, const void* y) {
+  tile_kernel<UQ8_0, 1, 1>(n, (const uint8_t*)x, 0, (const uint8_t*)y, 0, s, 0, false);
 }
 
 // The 8 six-bit scales and mins of a q4_K / q5_K block.
@@ -381,6 +429,9 @@ SKEIN_FALLBACK(dot_q6_K_q8_K)
 void axpy_f16(int n, float a, const uint16_t* x, float* y) { generic::axpy_f16(n, a, x, y); }
 void axpy_f32(int n, float a, const float* x, float* y) { generic::axpy_f32(n, a, x, y); }
 void f32_to_f16_row(const float* x, void* y, int64_t k) { generic::f32_to_f16_row(x, y, k); }
+void tile_q4_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
+void tile_q5_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
+void tile_q8_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
 }  // namespace avx2
 }  // namespace skein
 #endif

@@ -13,6 +13,11 @@ using from_float_fn = void (*)(const float* x, void* y, int64_t k);
 using to_float_fn = void (*)(const void* x, float* y, int64_t k);
 // *s = dot(row x of the weight type, row y of the partner type), n elements.
 using vec_dot_fn = void (*)(int n, float* s, const void* x, const void* y);
+// A tile of dot products: R weight rows (stride ws bytes) by T activation rows (stride ys bytes),
+// R <= 4 and T <= 4; writes (or adds to) out[t * os + r]. Bit-identical to R*T single dots, so
+// decode, prefill and any shard split compute exactly the same numbers.
+using dot_tile_fn = void (*)(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out,
+                             int64_t os, bool accumulate);
 
 struct TypeTraits {
   const char* name;
@@ -24,6 +29,7 @@ struct TypeTraits {
   from_float_fn fromFloatGeneric;
   vec_dot_fn dotGeneric;    // portable reference
   vec_dot_fn dot;           // best for this CPU (set by init_kernels)
+  dot_tile_fn tile;         // optional multi-row / multi-token kernel matching `dot` bit for bit
 };
 
 // Null when the type has no row (not supported).
@@ -98,6 +104,9 @@ void dot_q6_K_q8_K(int n, float* s, const void* x, const void* y);
 void axpy_f16(int n, float a, const uint16_t* x, float* y);
 void axpy_f32(int n, float a, const float* x, float* y);
 void f32_to_f16_row(const float* x, void* y, int64_t k);
+void tile_q4_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
+void tile_q5_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
+void tile_q8_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
 }  // namespace avx2
 
 namespace neon {

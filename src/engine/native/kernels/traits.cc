@@ -14,7 +14,7 @@ static FloatKernels g_float{generic::axpy_f16, generic::axpy_f32, generic::f32_t
 
 static void set_row(TypeId t, const char* name, int elems, int bytes, TypeId partner, to_float_fn toF,
                     from_float_fn fromF, vec_dot_fn dot) {
-  g_traits[t] = TypeTraits{name, elems, bytes, partner, toF, fromF, fromF, dot, dot};
+  g_traits[t] = TypeTraits{name, elems, bytes, partner, toF, fromF, fromF, dot, dot, nullptr};
 }
 
 static void init_once() {
@@ -52,6 +52,9 @@ static void init_once() {
     g_traits[T_Q4_K].dot = avx2::dot_q4_K_q8_K;
     g_traits[T_Q5_K].dot = avx2::dot_q5_K_q8_K;
     g_traits[T_Q6_K].dot = avx2::dot_q6_K_q8_K;
+    g_traits[T_Q4_0].tile = avx2::tile_q4_0;
+    g_traits[T_Q5_0].tile = avx2::tile_q5_0;
+    g_traits[T_Q8_0].tile = avx2::tile_q8_0;
   }
 #endif
   if (neon::compiled()) {

@@ -1,0 +1,213 @@
+// `npm run bench -- engine [--model FILE] [--threads N] [--rounds R] [--mixes q4_0,q4_k_m,q8_0]`
+//
+// Our engine against llama.cpp (node-llama-cpp's prebuilt CPU build) on the same GGUF, same thread
+// count: decode tok/s at context 0 and 1024, prefill tok/s for a 512-token prompt, peak RSS. Each
+// measurement runs in a fresh child process (so RSS is the engine's own), engines alternate within
+// every round (ours, llama.cpp, llama.cpp, ours, …) because this VM's speed drifts, and medians are
+// reported. The last line is JSON; ratios are ours / llama.cpp at the headline thread count.
+import { spawnSync } from "node:child_process";
+import { cpus } from "node:os";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { BENCH_MIXES, ensureBenchModel, type BenchMix } from "./engine-model.ts";
+
+interface Measurement {
+  decode_tok_s: number;
+  decode_ctx1024_tok_s: number;
+  prefill_tok_s: number;
+  rss_mb: number;
+}
+type EngineName = "ours" | "llamacpp";
+
+const DECODE_TOKENS = 64;
+const DECODE_CTX1024_TOKENS = 32;
+const DEPTH = 1024;
+const PREFILL_TOKENS = 512;
+const PREFILL_CHUNK = 256;
+const CONTEXT = 2048;
+
+function argValue(args: readonly string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+/** Deterministic token ids well inside the vocabulary. */
+function promptTokens(n: number, seed: number): number[] {
+  const out: number[] = [];
+  let s = seed;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    out.push(100 + (s % 30000));
+  }
+  return out;
+}
+
+function rssMb(): number {
+  return process.resourceUsage().maxRSS / 1024;
+}
+
+async function measureOurs(model: string, threads: number, only: string): Promise<Measurement> {
+  const { ShardForward } = await import("../src/engine/forward.ts");
+  const { loadNative } = await import("../src/engine/native.ts");
+  loadNative().setThreads(threads);
+  const shard = ShardForward.open(model);
+  shard.prefetch(() => {});
+  const argmax = (l: Float32Array): number => {
+    let b = 0;
+    for (let i = 1; i < l.length; i++) if (l[i]! > l[b]!) b = i;
+    return b;
+  };
+  const decode = (cache: ReturnType<typeof shard.createCache>, first: number, pos: number, count: number): number => {
+    let tok = first;
+    const t0 = performance.now();
+    for (let i = 0; i < count; i++) {
+      const s = shard.forwardHidden(cache, { tokens: [tok] }, pos + i);
+      tok = argmax(shard.logits(s.hidden, 1));
+    }
+    return (count * 1000) / (performance.now() - t0);
+  };
+  const prefill = (cache: ReturnType<typeof shard.createCache>, tokens: readonly number[]): number => {
+    const t0 = performance.now();
+    let last: { hidden: Float32Array; nTokens: number } | null = null;
+    for (let at = 0; at < tokens.length; at += PREFILL_CHUNK) {
+      last = shard.forwardHidden(cache, { tokens: tokens.slice(at, at + PREFILL_CHUNK) }, at);
+    }
+    if (last) shard.logits(last.hidden, last.nTokens);
+    return (tokens.length * 1000) / (performance.now() - t0);
+  };
+  const cache = shard.createCache(CONTEXT);
+  decode(cache, 1, 0, 8); // warm-up: page faults, thread start
+  const m: Measurement = { decode_tok_s: 0, decode_ctx1024_tok_s: 0, prefill_tok_s: 0, rss_mb: 0 };
+  if (only === "all" || only === "decode") m.decode_tok_s = decode(cache, 1, 0, DECODE_TOKENS);
+  if (only === "all") {
+    m.prefill_tok_s = prefill(cache, promptTokens(PREFILL_TOKENS, 7));
+    prefill(cache, promptTokens(DEPTH, 9));
+    m.decode_ctx1024_tok_s = decode(cache, 1, DEPTH, DECODE_CTX1024_TOKENS);
+  }
+  m.rss_mb = rssMb();
+  cache.free();
+  shard.close();
+  return m;
+}
+
+async function measureLlamaCpp(model: string, threads: number, only: string): Promise<Measurement> {
+  const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
+  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, build: "never" });
+  const lm = await llama.loadModel({ modelPath: model, useMmap: true });
+  const ctx = await lm.createContext({ contextSize: CONTEXT, threads, batchSize: 512 });
+  type Tok = Parameters<ReturnType<typeof ctx.getSequence>["evaluate"]>[0][number];
+  const seq = ctx.getSequence();
+  const decode = async (first: number, count: number): Promise<number> => {
+    let n = 0;
+    const t0 = performance.now();
+    for await (const _ of seq.evaluate([first as Tok], { temperature: 0 })) {
+      if (++n >= count) break;
+    }
+    return (count * 1000) / (performance.now() - t0);
+  };
+  await decode(1, 8);
+  await seq.clearHistory();
+  const m: Measurement = { decode_tok_s: 0, decode_ctx1024_tok_s: 0, prefill_tok_s: 0, rss_mb: 0 };
+  if (only === "all" || only === "decode") m.decode_tok_s = await decode(1, DECODE_TOKENS);
+  if (only === "all") {
+    await seq.clearHistory();
+    const t0 = performance.now();
+    await seq.evaluateWithoutGeneratingNewTokens(promptTokens(PREFILL_TOKENS, 7) as Tok[]);
+    m.prefill_tok_s = (PREFILL_TOKENS * 1000) / (performance.now() - t0);
+    await seq.clearHistory();
+    await seq.evaluateWithoutGeneratingNewTokens(promptTokens(DEPTH, 9) as Tok[]);
+    m.decode_ctx1024_tok_s = await decode(1, DECODE_CTX1024_TOKENS);
+  }
+  m.rss_mb = rssMb();
+  await ctx.dispose();
+  await lm.dispose();
+  await llama.dispose();
+  return m;
+}
+
+function runChild(engine: EngineName, model: string, threads: number, only: string): Measurement {
+  const self = fileURLToPath(import.meta.url);
+  const r = spawnSync(process.execPath, ["--import", "tsx", self, "--child", engine, "--model", model, "--threads", String(threads), "--only", only], {
+    encoding: "utf8",
+    maxBuffer: 1 << 24,
+  });
+  const lines = (r.stdout ?? "").trim().split("\n");
+  const last = lines.at(-1) ?? "";
+  if (r.status !== 0 || !last.startsWith("{")) {
+    throw new Error(`${engine} child failed (${r.status}): ${r.stderr?.slice(-2000)}`);
+  }
+  return JSON.parse(last) as Measurement;
+}
+
+function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function medianOf(ms: readonly Measurement[]): Measurement {
+  const pick = (k: keyof Measurement): number => Number(median(ms.map((m) => m[k])).toFixed(2));
+  return { decode_tok_s: pick("decode_tok_s"), decode_ctx1024_tok_s: pick("decode_ctx1024_tok_s"), prefill_tok_s: pick("prefill_tok_s"), rss_mb: pick("rss_mb") };
+}
+
+/** Alternating rounds; returns medians per engine. */
+function compare(model: string, threads: number, rounds: number, only: string, log: (s: string) => void): Record<EngineName, Measurement> {
+  const runs: Record<EngineName, Measurement[]> = { ours: [], llamacpp: [] };
+  for (let r = 0; r < rounds; r++) {
+    const order: EngineName[] = r % 2 === 0 ? ["ours", "llamacpp"] : ["llamacpp", "ours"];
+    for (const e of order) {
+      const m = runChild(e, model, threads, only);
+      runs[e].push(m);
+      log(`  round ${r + 1} ${e.padEnd(8)} threads=${threads} ${JSON.stringify(m)}`);
+    }
+  }
+  return { ours: medianOf(runs.ours), llamacpp: medianOf(runs.llamacpp) };
+}
+
+const ratio = (a: number, b: number): number => (b > 0 ? Number((a / b).toFixed(3)) : 0);
+
+export async function main(args: string[]): Promise<void> {
+  const child = argValue(args, "--child");
+  if (child !== undefined) {
+    const model = argValue(args, "--model")!;
+    const threads = Number(argValue(args, "--threads"));
+    const only = argValue(args, "--only") ?? "all";
+    const m = child === "ours" ? await measureOurs(model, threads, only) : await measureLlamaCpp(model, threads, only);
+    process.stdout.write(`${JSON.stringify(m)}\n`);
+    return;
+  }
+  const log = (s: string): void => {
+    process.stderr.write(`${s}\n`);
+  };
+  const threads = Number(argValue(args, "--threads") ?? Math.min(cpus().length, 2));
+  const rounds = Number(argValue(args, "--rounds") ?? 3);
+  const explicit = argValue(args, "--model");
+  const mixes = (argValue(args, "--mixes")?.split(",") ?? (explicit ? ["file"] : BENCH_MIXES)) as (BenchMix | "file")[];
+  const perModel: Record<string, { ours: Measurement; llamacpp: Measurement; decode_ratio_1thread: number }> = {};
+  for (const mix of mixes) {
+    const model = mix === "file" ? explicit! : ensureBenchModel(mix, log);
+    log(`${mix}: ${model}`);
+    const main = compare(model, threads, rounds, "all", log);
+    const one = threads === 1 ? main : compare(model, 1, rounds, "decode", log);
+    perModel[mix] = { ...main, decode_ratio_1thread: ratio(one.ours.decode_tok_s, one.llamacpp.decode_tok_s) };
+    log(`${mix} medians: ours ${JSON.stringify(main.ours)} llama.cpp ${JSON.stringify(main.llamacpp)} 1-thread decode ${one.ours.decode_tok_s} vs ${one.llamacpp.decode_tok_s}`);
+  }
+  const head = perModel[mixes[0]!]!;
+  const summary = {
+    model: mixes[0],
+    threads,
+    rounds,
+    llamacpp_impl: "node-llama-cpp 3.21.1 prebuilt CPU (not a native llama-bench build)",
+    decode_ratio: ratio(head.ours.decode_tok_s, head.llamacpp.decode_tok_s),
+    decode_ratio_ctx1024: ratio(head.ours.decode_ctx1024_tok_s, head.llamacpp.decode_ctx1024_tok_s),
+    prefill_ratio: ratio(head.ours.prefill_tok_s, head.llamacpp.prefill_tok_s),
+    decode_ratio_1thread: head.decode_ratio_1thread,
+    ours: head.ours,
+    llamacpp: head.llamacpp,
+    models: perModel,
+  };
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await main(process.argv.slice(2));
+}

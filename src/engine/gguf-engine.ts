@@ -1,0 +1,287 @@
+// The built-in engine: GGUF files on CPU through the native addon. A runner loads it by module path
+// (src/node/node.ts: defaultEngineModulePath) and calls createEngine(spec).
+//
+// A spec covering every layer is a complete single-node model (embed → layers → head → sample). A
+// spec covering part of the layers is a pipeline stage: it maps only its own tensors, and
+// openStage() gives the hidden-state API (forwardHidden) that the pipeline transport drives.
+import { totalmem } from "node:os";
+import type { ChatMessage, GenerationParams, ToolDefinition } from "../shared/types.ts";
+import { ChatTemplateError, chatTemplateOf, encodeChat, type ChatTemplate } from "./chat-template.ts";
+import { EngineInputError, type Engine, type EngineShardSpec, type SampledToken, type Sequence } from "./engine.ts";
+import { ShardForward, type StageInput } from "./forward.ts";
+import { readGguf } from "./gguf/reader.ts";
+import { readModelArch, type ModelArch } from "./model.ts";
+import { loadNative, type NativeKvCache } from "./native.ts";
+import { SAMPLER_PENALTY_LAST_N_DEFAULT, Sampler, type SamplerParams } from "./sampler.ts";
+import { Tokenizer, type StreamingDetokenizer } from "./tokenizer/tokenizer.ts";
+
+/** Share of the machine's memory the KV caches of one engine may reserve when the context is the model's own. */
+const KV_MEMORY_SHARE = 0.25;
+/** Lower bound on the default context, whatever the memory says. */
+const CONTEXT_DEFAULT_MIN = 512;
+
+/** KV-cache bytes per token for the shard's layers (f16 keys and values). */
+export function kvBytesPerToken(arch: ModelArch, layerCount: number): number {
+  return 2 * layerCount * arch.nHeadKv * arch.headDim * 2;
+}
+
+/** The context to allocate: the spec's, or the model's own capped by memory. */
+export function chooseContextSize(arch: ModelArch, spec: EngineShardSpec, memoryBytes = totalmem()): number {
+  if (spec.contextSize !== null) {
+    if (!Number.isInteger(spec.contextSize) || spec.contextSize < 1) throw new RangeError(`invalid context size ${spec.contextSize}`);
+    return spec.contextSize;
+  }
+  const perToken = kvBytesPerToken(arch, spec.layerEnd - spec.layerStart);
+  const byMemory = Math.floor((memoryBytes * KV_MEMORY_SHARE) / Math.max(1, perToken));
+  return Math.max(Math.min(CONTEXT_DEFAULT_MIN, arch.contextLength), Math.min(arch.contextLength, byMemory));
+}
+
+export function samplerParams(params: GenerationParams): SamplerParams {
+  return {
+    temperature: params.temperature,
+    topK: params.topK,
+    topP: params.topP,
+    minP: params.minP,
+    repetitionPenalty: params.repetitionPenalty,
+    presencePenalty: params.presencePenalty,
+    frequencyPenalty: params.frequencyPenalty,
+    penaltyLastN: SAMPLER_PENALTY_LAST_N_DEFAULT,
+    seed: params.seed,
+    logprobs: params.logprobs,
+    topLogprobs: params.logprobs ? params.topLogprobs : 0,
+  };
+}
+
+interface Loaded {
+  readonly shard: ShardForward;
+  readonly tokenizer: Tokenizer;
+  readonly template: ChatTemplate;
+  readonly contextSize: number;
+}
+
+export class GgufEngine implements Engine {
+  private loaded: Loaded | null = null;
+  private readonly sequences = new Set<GgufSequence>();
+
+  constructor(readonly spec: EngineShardSpec) {
+    if (spec.modelPath === null) throw new Error(`model ${spec.modelId}: the GGUF engine needs a model file`);
+  }
+
+  async load(onProgress: (layersLoaded: number, layerCount: number) => void): Promise<void> {
+    if (this.loaded !== null) return;
+    const path = this.spec.modelPath!;
+    loadNative().setThreads(this.spec.threads ?? 0);
+    const file = readGguf(path);
+    const arch = readModelArch(file);
+    if (this.spec.layerCount !== arch.layerCount) {
+      throw new Error(`${path}: the model has ${arch.layerCount} layers, the shard spec says ${this.spec.layerCount}`);
+    }
+    const shard = ShardForward.open(path, { layerStart: this.spec.layerStart, layerEnd: this.spec.layerEnd }, file);
+    try {
+      const tokenizer = Tokenizer.fromGguf(file);
+      const template = chatTemplateOf(tokenizer.vocabulary);
+      const contextSize = chooseContextSize(arch, this.spec);
+      // Page the weights in layer by layer so progress is real and the first token is not slowed by faults.
+      const total = this.spec.layerEnd - this.spec.layerStart;
+      let reported = 0;
+      shard.prefetch((done) => {
+        reported = done;
+        onProgress(done, total);
+      });
+      if (reported === 0) onProgress(total, total);
+      this.loaded = { shard, tokenizer, template, contextSize };
+    } catch (error) {
+      shard.close();
+      throw error;
+    }
+  }
+
+  private need(): Loaded {
+    if (this.loaded === null) throw new Error("engine is not loaded");
+    return this.loaded;
+  }
+
+  get contextSize(): number {
+    return this.need().contextSize;
+  }
+  get tokenizer(): Tokenizer {
+    return this.need().tokenizer;
+  }
+
+  async warmup(): Promise<void> {
+    const { shard, tokenizer } = this.need();
+    if (!shard.isFirst || !shard.isLast) return;
+    const first = tokenizer.vocabulary.bosTokenId ?? 0;
+    const sequence = this.openSequenceWith(
+      { temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, penaltyLastN: 0, seed: 0, logprobs: false, topLogprobs: 0 },
+      2,
+    );
+    try {
+      sequence.prefill([first]);
+      sequence.decode(sequence.sample().tokenId);
+      sequence.sample();
+    } finally {
+      sequence.free();
+    }
+  }
+
+  encodeChat(messages: readonly ChatMessage[], tools?: readonly ToolDefinition[]): number[] {
+    const { tokenizer, template, contextSize } = this.need();
+    let tokens: number[];
+    try {
+      tokens = encodeChat(tokenizer, template, messages, tools !== undefined && tools.length > 0 ? tools : undefined);
+    } catch (error) {
+      if (error instanceof ChatTemplateError) throw new EngineInputError(error.message);
+      throw error;
+    }
+    if (tokens.length >= contextSize) {
+      throw new EngineInputError(`the prompt has ${tokens.length} tokens; the context holds ${contextSize} (prompt plus at least one generated token)`);
+    }
+    return tokens;
+  }
+
+  openSequence(params: GenerationParams, promptTokenCount: number): Sequence {
+    return this.openSequenceWith(samplerParams(params), promptTokenCount);
+  }
+
+  private openSequenceWith(params: SamplerParams, promptTokenCount: number): GgufSequence {
+    const loaded = this.need();
+    if (!loaded.shard.isFirst || !loaded.shard.isLast) {
+      throw new Error(`shard [${this.spec.layerStart}, ${this.spec.layerEnd}) is a pipeline stage: drive it with openStage()`);
+    }
+    if (promptTokenCount >= loaded.contextSize) {
+      throw new EngineInputError(`the prompt has ${promptTokenCount} tokens; the context holds ${loaded.contextSize}`);
+    }
+    const sequence = new GgufSequence(loaded, params, () => this.sequences.delete(sequence));
+    this.sequences.add(sequence);
+    return sequence;
+  }
+
+  /** A pipeline stage's own KV slot and hidden-state forward pass (any shard, first to last). */
+  openStage(): StageSlot {
+    const loaded = this.need();
+    return new StageSlot(loaded.shard, loaded.contextSize);
+  }
+
+  close(): void {
+    for (const s of [...this.sequences]) s.free();
+    this.loaded?.shard.close();
+    this.loaded = null;
+  }
+}
+
+/**
+ * One sequence's KV cache on one pipeline stage. Stage 0 takes token ids, later stages take the
+ * previous stage's hidden states; the last stage can produce logits.
+ */
+export class StageSlot {
+  private readonly cache: NativeKvCache;
+  private position = 0;
+  private freed = false;
+
+  constructor(
+    private readonly shard: ShardForward,
+    readonly contextSize: number,
+  ) {
+    this.cache = shard.createCache(contextSize);
+  }
+
+  get pos(): number {
+    return this.position;
+  }
+
+  /** Runs this stage over the next tokens; returns its output hidden states (nTokens × nEmbd). */
+  forwardHidden(input: StageInput): { hidden: Float32Array; nTokens: number } {
+    if (this.freed) throw new Error("stage slot was freed");
+    const n = "tokens" in input ? input.tokens.length : input.nTokens;
+    if (this.position + n > this.contextSize) {
+      throw new EngineInputError(`${this.position + n} tokens do not fit the context of ${this.contextSize}`);
+    }
+    const out = this.shard.forwardHidden(this.cache, input, this.position);
+    this.position += n;
+    return out;
+  }
+
+  /** Last stage only: logits of the last row of `hidden`. */
+  logits(hidden: Float32Array, nTokens: number): Float32Array {
+    return this.shard.logits(hidden, nTokens);
+  }
+
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    this.cache.free();
+  }
+}
+
+class GgufSequence implements Sequence {
+  private readonly slot: StageSlot;
+  private readonly sampler: Sampler;
+  private readonly detokenizer: StreamingDetokenizer;
+  /** The last hidden row; logits are computed only when sampled (not after every prefill chunk). */
+  private lastHidden: Float32Array | null = null;
+  private logits: Float32Array | null = null;
+  private freed = false;
+
+  constructor(
+    private readonly loaded: Loaded,
+    params: SamplerParams,
+    private readonly onFree: () => void,
+  ) {
+    this.slot = new StageSlot(loaded.shard, loaded.contextSize);
+    this.sampler = new Sampler(params);
+    this.detokenizer = loaded.tokenizer.createStreamingDetokenizer();
+  }
+
+  private run(tokenIds: readonly number[]): void {
+    if (this.freed) throw new Error("sequence was freed");
+    if (tokenIds.length === 0) return;
+    const vocab = this.loaded.tokenizer.tokenCount;
+    for (const id of tokenIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new EngineInputError(`token id ${id} is outside the vocabulary`);
+    }
+    const { hidden, nTokens } = this.slot.forwardHidden({ tokens: tokenIds });
+    const nEmbd = this.loaded.shard.arch.nEmbd;
+    this.lastHidden = hidden.slice((nTokens - 1) * nEmbd, nTokens * nEmbd);
+    this.logits = null;
+    for (const id of tokenIds) this.sampler.accept(id);
+  }
+
+  prefill(tokenIds: readonly number[]): void {
+    this.run(tokenIds);
+  }
+
+  sample(): SampledToken {
+    if (this.freed) throw new Error("sequence was freed");
+    if (this.lastHidden === null) throw new Error("nothing to sample from: prefill the prompt first");
+    this.logits ??= this.slot.logits(this.lastHidden, 1);
+    return this.sampler.sample(this.logits);
+  }
+
+  decode(tokenId: number): void {
+    this.run([tokenId]);
+  }
+
+  isEndOfGeneration(tokenId: number): boolean {
+    return this.loaded.tokenizer.isEndOfGeneration(tokenId);
+  }
+
+  detokenize(tokenId: number): string {
+    return this.detokenizer.push(tokenId);
+  }
+
+  tokenText(tokenId: number): string {
+    return this.loaded.tokenizer.tokenText(tokenId);
+  }
+
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    this.slot.free();
+    this.onFree();
+  }
+}
+
+export function createEngine(spec: EngineShardSpec): Engine {
+  return new GgufEngine(spec);
+}
