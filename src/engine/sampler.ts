@@ -2,6 +2,7 @@
 // penalties → top_k → top_p → min_p → temperature → random draw (temperature 0: the arg max).
 // top_p and min_p judge probabilities at temperature 1, as in llama.cpp's default chain.
 // Logprobs are those of the model itself (softmax of the raw logits), as OpenAI reports them.
+import type { GenerationParams } from "../shared/types.ts";
 import type { SampledToken } from "./engine.ts";
 
 export interface SamplerParams {
@@ -48,6 +49,23 @@ export const GREEDY_SAMPLER_PARAMS: SamplerParams = {
   logprobs: false,
   topLogprobs: 0,
 };
+
+/** The sampler settings of a request (the API has already applied its defaults). */
+export function samplerParamsOf(params: GenerationParams): SamplerParams {
+  return {
+    temperature: params.temperature,
+    topK: params.topK,
+    topP: params.topP,
+    minP: params.minP,
+    repetitionPenalty: params.repetitionPenalty,
+    presencePenalty: params.presencePenalty,
+    frequencyPenalty: params.frequencyPenalty,
+    penaltyLastN: SAMPLER_PENALTY_LAST_N_DEFAULT,
+    seed: params.seed,
+    logprobs: params.logprobs,
+    topLogprobs: params.topLogprobs,
+  };
+}
 
 // ---- Random numbers: sfc32, seeded through splitmix32 so that nearby seeds give unrelated streams.
 
@@ -204,11 +222,19 @@ function filteredCandidates(logits: Float32Array, params: SamplerParams): Int32A
   return ids;
 }
 
+// One buffer for the draw's weights, reused across tokens: a fresh 1.2 MB array per token of a
+// 150k vocabulary would be pure garbage-collector work. Safe: sampling never re-enters itself.
+let weightsScratch = new Float64Array(0);
+function scratchWeights(count: number): Float64Array {
+  if (weightsScratch.length < count) weightsScratch = new Float64Array(count);
+  return weightsScratch;
+}
+
 /** Draws from softmax(logit / temperature) over `ids` (all tokens when null); one exp per candidate. */
 function draw(logits: Float32Array, ids: Int32Array | null, temperature: number, random: RandomSource): number {
   const count = ids === null ? logits.length : ids.length;
   const max = maxLogit(logits, ids);
-  const weights = new Float64Array(count);
+  const weights = scratchWeights(count);
   let total = 0;
   for (let index = 0; index < count; index++) {
     const logit = logits[ids === null ? index : ids[index]!]!;

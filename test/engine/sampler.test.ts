@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { GREEDY_SAMPLER_PARAMS, Sampler, sampleToken, seededRandom, type SamplerParams } from "../../src/engine/sampler.ts";
+import { GREEDY_SAMPLER_PARAMS, Sampler, sampleToken, samplerParamsOf, seededRandom, type SamplerParams } from "../../src/engine/sampler.ts";
 
 function params(overrides: Partial<SamplerParams>): SamplerParams {
   return { ...GREEDY_SAMPLER_PARAMS, ...overrides };
@@ -138,4 +138,35 @@ test("a fully masked row still yields a token, and bad parameters are refused", 
   assert.equal(sampleToken(masked, [], params({}), seededRandom(1)).tokenId, 0);
   assert.throws(() => sampleToken(new Float32Array(0), [], params({}), seededRandom(1)), /empty/);
   assert.throws(() => new Sampler(params({ penaltyLastN: -1 })), /penaltyLastN/);
+});
+
+test("a request's generation parameters map onto the sampler's", () => {
+  const mapped = samplerParamsOf({
+    messages: [{ role: "user", content: "x" }],
+    maxTokens: null,
+    temperature: 0.7,
+    topP: 0.9,
+    topK: 40,
+    minP: 0.05,
+    seed: 3,
+    stop: [],
+    presencePenalty: 0.1,
+    frequencyPenalty: 0.2,
+    repetitionPenalty: 1.1,
+    logprobs: true,
+    topLogprobs: 2,
+  });
+  assert.deepEqual(mapped, {
+    temperature: 0.7,
+    topK: 40,
+    topP: 0.9,
+    minP: 0.05,
+    repetitionPenalty: 1.1,
+    presencePenalty: 0.1,
+    frequencyPenalty: 0.2,
+    penaltyLastN: 64,
+    seed: 3,
+    logprobs: true,
+    topLogprobs: 2,
+  });
 });
