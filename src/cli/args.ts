@@ -12,6 +12,8 @@ export const HELP = `skein — turn the computers you own into one AI cluster
 
 Usage:
   skein [options]            start a node (API + dashboard on http://127.0.0.1:52415)
+  skein models list | pull ID | rm ID | path ID
+                             the local model store (skein models --help)
   skein --help | --version
 
 Options:

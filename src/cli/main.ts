@@ -1,10 +1,11 @@
 // `skein`: parse flags, start one node, stop it cleanly on SIGINT/SIGTERM.
 import { readFileSync } from "node:fs";
-import { readModelCardFile } from "../models/card-file.ts";
-import { staticModelRegistry } from "../models/model-card.ts";
+import { readUserModelCardFile } from "../models/card-file.ts";
+import { LocalModelRegistry } from "../models/store.ts";
 import { startNode } from "../node/node.ts";
 import { createLogger } from "../shared/logger.ts";
 import { HELP, parseCli } from "./args.ts";
+import { runModelsCommand } from "./models-command.ts";
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
@@ -12,6 +13,18 @@ function version(): string {
 }
 
 export async function main(argv: readonly string[]): Promise<void> {
+  if (argv[0] === "models") {
+    // Ctrl-C stops a pull cleanly; its partial file stays for the next pull to resume.
+    const interrupt = new AbortController();
+    const onInterrupt = () => interrupt.abort();
+    process.once("SIGINT", onInterrupt);
+    try {
+      process.exitCode = await runModelsCommand(argv.slice(1), process.env, { stdout: process.stdout, stderr: process.stderr, signal: interrupt.signal });
+    } finally {
+      process.off("SIGINT", onInterrupt);
+    }
+    return;
+  }
   const parsed = parseCli(argv, process.env);
   switch (parsed.kind) {
     case "help":
@@ -32,13 +45,15 @@ export async function main(argv: readonly string[]): Promise<void> {
   if (!options.discovery || options.peers.length > 0) {
     logger.warn("multi-node clustering (--peer, discovery) is not available in this release; running as a single node");
   }
-  const cards = options.modelCardFiles.map(readModelCardFile);
+  // The bundled default first, then downloaded models, then the user's cards.
+  const models = new LocalModelRegistry({ home: options.home, userCards: options.modelCardFiles.map(readUserModelCardFile) });
+  if (models.bundledError !== null) logger.warn(models.bundledError);
   const node = await startNode({
     home: options.home,
     host: options.host,
     port: options.port,
     clusterPort: options.clusterPort,
-    models: staticModelRegistry(cards),
+    models,
     logger,
     threads: options.threads,
     contextSize: options.contextSize,

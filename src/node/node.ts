@@ -7,6 +7,8 @@ import { startApiServer } from "../api/server.ts";
 import { EventLog } from "../master/event-log.ts";
 import { Master } from "../master/master.ts";
 import type { ModelRegistry } from "../models/model-card.ts";
+import { NodeModelDownloads } from "../models/node-downloads.ts";
+import { LocalModelRegistry } from "../models/store.ts";
 import type { RunnerSupervisorOptions } from "../runner/supervisor.ts";
 import { createSpawnRunner } from "../runner/supervisor.ts";
 import type { SpawnRunner } from "../runner/runner-handle.ts";
@@ -109,16 +111,30 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   });
   worker.start();
 
+  // A store-backed registry gets downloads (POST /models/{id}/download) and announces the copies it
+  // holds; a plain registry (tests, embedders) serves its fixed list.
+  const modelService =
+    options.models instanceof LocalModelRegistry
+      ? new NodeModelDownloads({
+          registry: options.models,
+          nodeId,
+          sink: { sendWorkerEvent },
+          onError: (modelId, error) => logger.warn({ modelId, err: error }, "model download failed"),
+        })
+      : null;
+
   const api = await startApiServer({
     host: options.host,
     port: options.port,
     cluster,
     models: options.models,
     logger: logger.child({ component: "api" }),
+    ...(modelService === null ? {} : { modelService }),
   });
   const ports = { apiPort: api.port, clusterPort: options.clusterPort };
   let lastInfo: NodeInfo = gatherNodeInfo(nodeId, ports);
   sendWorkerEvent({ type: "NodeGatheredInfo", info: lastInfo });
+  modelService?.announce();
   const infoTimer = setInterval(() => {
     const info = gatherNodeInfo(nodeId, ports);
     if (!nodeInfoChangedMaterially(lastInfo, info)) return;
@@ -136,6 +152,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       // Closing the API cancels every in-flight request (TaskCancelled, then TaskFinished).
       await api.close();
       await waitForTasksToSettle(replica, SHUTDOWN_TASK_DRAIN_MS);
+      await modelService?.stop();
       await worker.stop();
       await log.close();
       logger.info({ nodeId }, "skein node stopped");
