@@ -1,0 +1,473 @@
+// The election and log-replication core: a pure state machine in the style of Raft. A driver feeds
+// it inputs (a clock tick, a received message, a proposal) with the current time and carries out
+// its outputs (messages to send, entries to apply, a snapshot to restore, role changes). It does no
+// I/O, reads no clock and draws randomness from a PRNG held in its own state, so a simulation can
+// replay any run from a seed.
+//
+// Guarantees (checked by test/sim): at most one leader per term; an entry, once committed, is never
+// lost, changed or moved; every node applies the same entries in the same order. Indexes are event
+// indexes (the first entry is 0; -1 means "none", like State.lastIdx), so an entry's index is the
+// idx of the IndexedEvent it carries.
+//
+// A follower far behind is not fed the whole history: the leader keeps only a bounded tail of its
+// log beyond a snapshot (the State folded from every older committed entry) and sends snapshot +
+// tail in one message, so catch-up costs O(State + tail), not O(history).
+import { assert, assertNever } from "../shared/assert.ts";
+import type { NodeId } from "../shared/ids.ts";
+import { nextRandom } from "./prng.ts";
+
+export interface LogEntry<P> {
+  readonly term: number;
+  readonly index: number;
+  readonly payload: P;
+}
+
+export interface Snapshot<S> {
+  /** Index of the last entry folded into `state` (-1: none). */
+  readonly lastIndex: number;
+  readonly lastTerm: number;
+  readonly state: S;
+}
+
+export type Role = "follower" | "candidate" | "leader";
+
+export interface RaftConfig<P, S> {
+  readonly nodeId: NodeId;
+  /** Every voting member, this node included. Fixed for the life of the state (no membership changes yet). */
+  readonly voterIds: readonly NodeId[];
+  readonly electionTimeoutMinMs: number;
+  readonly electionTimeoutMaxMs: number;
+  readonly heartbeatIntervalMs: number;
+  /** Entries in one AppendEntries / InstallSnapshot message. */
+  readonly entriesPerMessageMax: number;
+  /** Applied entries kept in the log after compaction, for followers slightly behind. */
+  readonly logTailKeep: number;
+  /** Compaction runs when applied entries beyond the snapshot exceed logTailKeep + this. */
+  readonly compactionBatch: number;
+  /** Proposals beyond this many uncommitted entries are refused (a leader cut off from a majority). */
+  readonly uncommittedEntriesMax: number;
+  /** Pure: folds a committed entry into the snapshot state. */
+  readonly applyToSnapshot: (state: S, entry: LogEntry<P>) => S;
+  /** Pure: the entry a new leader appends first, which also commits any entries of earlier terms. */
+  readonly leaderNoop: (index: number, term: number, leaderId: NodeId, nowMs: number) => P;
+}
+
+export interface PeerProgress {
+  readonly nextIndex: number;
+  readonly matchIndex: number;
+  /** Sequence number of the last replication message sent; only its reply triggers the next one. */
+  readonly sentSeq: number;
+  readonly sentAtMs: number;
+  readonly ackedAtMs: number;
+}
+
+export interface RaftState<P, S> {
+  readonly role: Role;
+  readonly term: number;
+  readonly votedFor: NodeId | null;
+  readonly leaderId: NodeId | null;
+  readonly snapshot: Snapshot<S>;
+  /** Entries after snapshot.lastIndex, contiguous. */
+  readonly log: readonly LogEntry<P>[];
+  readonly commitIndex: number;
+  readonly appliedIndex: number;
+  readonly electionDeadlineMs: number;
+  readonly heartbeatDueMs: number;
+  readonly votesGranted: readonly NodeId[];
+  readonly progress: Readonly<Record<string, PeerProgress>>;
+  readonly rngState: number;
+}
+
+export type RaftMessage<P, S> =
+  | { readonly type: "RequestVote"; readonly term: number; readonly lastLogIndex: number; readonly lastLogTerm: number }
+  | { readonly type: "RequestVoteReply"; readonly term: number; readonly granted: boolean }
+  | {
+      readonly type: "AppendEntries";
+      readonly term: number;
+      readonly seq: number;
+      readonly prevIndex: number;
+      readonly prevTerm: number;
+      readonly entries: readonly LogEntry<P>[];
+      readonly leaderCommit: number;
+    }
+  | {
+      readonly type: "InstallSnapshot";
+      readonly term: number;
+      readonly seq: number;
+      readonly snapshot: Snapshot<S>;
+      readonly entries: readonly LogEntry<P>[];
+      readonly leaderCommit: number;
+    }
+  /** success: matchIndex is the last index known to match; failure: a hint where to retry from. */
+  | { readonly type: "AppendEntriesReply"; readonly term: number; readonly seq: number; readonly success: boolean; readonly matchIndex: number };
+
+export type RaftInput<P, S> =
+  | { readonly type: "tick" }
+  | { readonly type: "receive"; readonly from: NodeId; readonly message: RaftMessage<P, S> }
+  | { readonly type: "propose"; readonly payloads: readonly P[] };
+
+export type RaftOutput<P, S> =
+  | { readonly type: "send"; readonly to: NodeId; readonly message: RaftMessage<P, S> }
+  | { readonly type: "roleChanged"; readonly role: Role; readonly term: number; readonly leaderId: NodeId | null }
+  /** Newly committed entries, in index order, each exactly once (after any restore). */
+  | { readonly type: "apply"; readonly entries: readonly LogEntry<P>[] }
+  /** Replace what was applied so far with this snapshot; later applies continue after it. */
+  | { readonly type: "restore"; readonly snapshot: Snapshot<S> }
+  | { readonly type: "proposalRefused"; readonly reason: string; readonly leaderId: NodeId | null }
+  | { readonly type: "proposed"; readonly firstIndex: number; readonly lastIndex: number };
+
+export interface StepResult<P, S> {
+  readonly state: RaftState<P, S>;
+  readonly outputs: RaftOutput<P, S>[];
+}
+
+export function initialRaftState<P, S>(config: RaftConfig<P, S>, snapshot: Snapshot<S>, seed: number, nowMs: number): RaftState<P, S> {
+  const base: RaftState<P, S> = {
+    role: "follower",
+    term: Math.max(0, snapshot.lastTerm),
+    votedFor: null,
+    leaderId: null,
+    snapshot,
+    log: [],
+    commitIndex: snapshot.lastIndex,
+    appliedIndex: snapshot.lastIndex,
+    electionDeadlineMs: nowMs,
+    heartbeatDueMs: nowMs,
+    votesGranted: [],
+    progress: {},
+    rngState: seed >>> 0,
+  };
+  return withElectionDeadline(config, base, nowMs);
+}
+
+export const lastLogIndex = (s: RaftState<unknown, unknown>): number => s.log.at(-1)?.index ?? s.snapshot.lastIndex;
+export const lastLogTerm = (s: RaftState<unknown, unknown>): number => s.log.at(-1)?.term ?? s.snapshot.lastTerm;
+
+/** Term of the entry at `index`; undefined if it is beyond the log or folded into the snapshot (except its last). */
+export function termAt(s: RaftState<unknown, unknown>, index: number): number | undefined {
+  if (index === s.snapshot.lastIndex) return s.snapshot.lastTerm;
+  const position = index - s.snapshot.lastIndex - 1;
+  return s.log[position]?.term;
+}
+
+const majorityOf = (voterCount: number): number => Math.floor(voterCount / 2) + 1;
+
+export function step<P, S>(config: RaftConfig<P, S>, state: RaftState<P, S>, input: RaftInput<P, S>, nowMs: number): StepResult<P, S> {
+  const outputs: RaftOutput<P, S>[] = [];
+  let s = state;
+  switch (input.type) {
+    case "tick":
+      s = onTick(config, s, nowMs, outputs);
+      break;
+    case "receive":
+      // Only voters take part: a message from anyone else is dropped (the transport authenticated it,
+      // but membership is fixed here).
+      if (!config.voterIds.includes(input.from) || input.from === config.nodeId) break;
+      s = onReceive(config, s, input.from, input.message, nowMs, outputs);
+      break;
+    case "propose":
+      s = onPropose(config, s, input.payloads, nowMs, outputs);
+      break;
+    default:
+      return assertNever(input);
+  }
+  s = applyCommitted(config, s, outputs);
+  if (s.role !== state.role || s.term !== state.term || s.leaderId !== state.leaderId) {
+    outputs.push({ type: "roleChanged", role: s.role, term: s.term, leaderId: s.leaderId });
+  }
+  return { state: s, outputs };
+}
+
+// ── timers ──────────────────────────────────────────────────────────────────────────────────────
+
+function withElectionDeadline<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number): RaftState<P, S> {
+  const [random, rngState] = nextRandom(s.rngState);
+  const spanMs = config.electionTimeoutMaxMs - config.electionTimeoutMinMs;
+  return { ...s, rngState, electionDeadlineMs: nowMs + config.electionTimeoutMinMs + Math.floor(random * spanMs) };
+}
+
+function onTick<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
+  if (s.role === "leader") {
+    // A leader that has not heard from a majority for an election timeout steps down, so clients
+    // stop talking to a leader that cannot commit anything.
+    const heardCount = 1 + peersOf(config).filter((id) => nowMs - (s.progress[id]?.ackedAtMs ?? -Infinity) <= config.electionTimeoutMaxMs).length;
+    if (heardCount < majorityOf(config.voterIds.length)) {
+      return withElectionDeadline(config, { ...s, role: "follower", leaderId: null, progress: {} }, nowMs);
+    }
+    if (nowMs < s.heartbeatDueMs) return s;
+    let next: RaftState<P, S> = { ...s, heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
+    for (const peerId of peersOf(config)) next = sendReplication(config, next, peerId, nowMs, out);
+    return next;
+  }
+  if (nowMs < s.electionDeadlineMs) return s;
+  return startElection(config, s, nowMs, out);
+}
+
+function startElection<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
+  const term = s.term + 1;
+  let next: RaftState<P, S> = withElectionDeadline(
+    config,
+    { ...s, role: "candidate", term, votedFor: config.nodeId, leaderId: null, votesGranted: [config.nodeId], progress: {} },
+    nowMs,
+  );
+  if (majorityOf(config.voterIds.length) <= 1) return becomeLeader(config, next, nowMs, out);
+  for (const peerId of peersOf(config)) {
+    out.push({ type: "send", to: peerId, message: { type: "RequestVote", term, lastLogIndex: lastLogIndex(next), lastLogTerm: lastLogTerm(next) } });
+  }
+  return next;
+}
+
+function becomeLeader<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
+  const progress: Record<string, PeerProgress> = {};
+  for (const peerId of peersOf(config)) {
+    progress[peerId] = { nextIndex: lastLogIndex(s) + 1, matchIndex: -1, sentSeq: 0, sentAtMs: -Infinity, ackedAtMs: nowMs };
+  }
+  let next: RaftState<P, S> = { ...s, role: "leader", leaderId: config.nodeId, progress, heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
+  // The no-op of this term: committing it commits everything before it (Raft §5.4.2).
+  const index = lastLogIndex(next) + 1;
+  next = { ...next, log: [...next.log, { term: next.term, index, payload: config.leaderNoop(index, next.term, config.nodeId, nowMs) }] };
+  next = advanceCommit(config, next);
+  for (const peerId of peersOf(config)) next = sendReplication(config, next, peerId, nowMs, out);
+  return next;
+}
+
+// ── proposals ───────────────────────────────────────────────────────────────────────────────────
+
+function onPropose<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, payloads: readonly P[], nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
+  if (s.role !== "leader") {
+    out.push({ type: "proposalRefused", reason: "not the leader", leaderId: s.leaderId });
+    return s;
+  }
+  if (payloads.length === 0) return s;
+  const uncommittedCount = lastLogIndex(s) - s.commitIndex + payloads.length;
+  if (uncommittedCount > config.uncommittedEntriesMax) {
+    out.push({ type: "proposalRefused", reason: `${uncommittedCount} uncommitted entries would exceed ${config.uncommittedEntriesMax}`, leaderId: s.leaderId });
+    return s;
+  }
+  const firstIndex = lastLogIndex(s) + 1;
+  const entries = payloads.map((payload, i) => ({ term: s.term, index: firstIndex + i, payload }));
+  let next: RaftState<P, S> = advanceCommit(config, { ...s, log: [...s.log, ...entries] });
+  out.push({ type: "proposed", firstIndex, lastIndex: firstIndex + entries.length - 1 });
+  for (const peerId of peersOf(config)) {
+    const progress = next.progress[peerId];
+    // Stop-and-wait per peer: a follower with a message in flight gets these with its reply.
+    if (progress !== undefined && nowMs - progress.sentAtMs >= config.heartbeatIntervalMs) next = sendReplication(config, next, peerId, nowMs, out);
+  }
+  return next;
+}
+
+// ── receiving ───────────────────────────────────────────────────────────────────────────────────
+
+function onReceive<P, S>(
+  config: RaftConfig<P, S>,
+  state: RaftState<P, S>,
+  from: NodeId,
+  message: RaftMessage<P, S>,
+  nowMs: number,
+  out: RaftOutput<P, S>[],
+): RaftState<P, S> {
+  let s = state;
+  if (message.term > s.term) {
+    // A newer term: whatever this node was, it is now a follower of that term with no vote cast.
+    s = { ...s, role: "follower", term: message.term, votedFor: null, leaderId: null, votesGranted: [], progress: {} };
+  }
+  switch (message.type) {
+    case "RequestVote":
+      return onRequestVote(config, s, from, message, nowMs, out);
+    case "RequestVoteReply":
+      return onRequestVoteReply(config, s, from, message, nowMs, out);
+    case "AppendEntries":
+    case "InstallSnapshot":
+      return onReplication(config, s, from, message, nowMs, out);
+    case "AppendEntriesReply":
+      return onAppendEntriesReply(config, s, from, message, nowMs, out);
+    default:
+      return assertNever(message);
+  }
+}
+
+function onRequestVote<P, S>(
+  config: RaftConfig<P, S>,
+  s: RaftState<P, S>,
+  from: NodeId,
+  m: RaftMessage<P, S> & { type: "RequestVote" },
+  nowMs: number,
+  out: RaftOutput<P, S>[],
+): RaftState<P, S> {
+  const upToDate = m.lastLogTerm > lastLogTerm(s) || (m.lastLogTerm === lastLogTerm(s) && m.lastLogIndex >= lastLogIndex(s));
+  const granted = m.term === s.term && (s.votedFor === null || s.votedFor === from) && upToDate;
+  out.push({ type: "send", to: from, message: { type: "RequestVoteReply", term: s.term, granted } });
+  if (!granted) return s;
+  // Granting a vote restarts the timer, so this node does not immediately compete with the candidate.
+  return withElectionDeadline(config, { ...s, votedFor: from }, nowMs);
+}
+
+function onRequestVoteReply<P, S>(
+  config: RaftConfig<P, S>,
+  s: RaftState<P, S>,
+  from: NodeId,
+  m: RaftMessage<P, S> & { type: "RequestVoteReply" },
+  nowMs: number,
+  out: RaftOutput<P, S>[],
+): RaftState<P, S> {
+  if (s.role !== "candidate" || m.term !== s.term || !m.granted || s.votesGranted.includes(from)) return s;
+  const next = { ...s, votesGranted: [...s.votesGranted, from] };
+  return next.votesGranted.length >= majorityOf(config.voterIds.length) ? becomeLeader(config, next, nowMs, out) : next;
+}
+
+function onReplication<P, S>(
+  config: RaftConfig<P, S>,
+  state: RaftState<P, S>,
+  from: NodeId,
+  m: RaftMessage<P, S> & { type: "AppendEntries" | "InstallSnapshot" },
+  nowMs: number,
+  out: RaftOutput<P, S>[],
+): RaftState<P, S> {
+  const reply = (s: RaftState<P, S>, success: boolean, matchIndex: number) =>
+    out.push({ type: "send", to: from, message: { type: "AppendEntriesReply", term: s.term, seq: m.seq, success, matchIndex } });
+  if (m.term < state.term) {
+    reply(state, false, lastLogIndex(state));
+    return state;
+  }
+  // Same term: the sender is this term's one leader (a candidate of this term lost).
+  assert(state.role !== "leader", `two leaders in term ${state.term}: ${from} and this node`);
+  let s: RaftState<P, S> = withElectionDeadline(config, { ...state, role: "follower", leaderId: from, votesGranted: [] }, nowMs);
+  let prevIndex: number;
+  let prevTerm: number;
+  if (m.type === "InstallSnapshot") {
+    s = installSnapshot(s, m.snapshot, out);
+    prevIndex = m.snapshot.lastIndex;
+    prevTerm = m.snapshot.lastTerm;
+  } else {
+    prevIndex = m.prevIndex;
+    prevTerm = m.prevTerm;
+  }
+  // Entries at or before our snapshot are committed, hence identical to the leader's: skip them.
+  let entries = m.entries;
+  if (prevIndex < s.snapshot.lastIndex) {
+    entries = entries.filter((e) => e.index > s.snapshot.lastIndex);
+    prevIndex = s.snapshot.lastIndex;
+    prevTerm = s.snapshot.lastTerm;
+  }
+  const ourPrevTerm = termAt(s, prevIndex);
+  if (ourPrevTerm === undefined) {
+    reply(s, false, lastLogIndex(s));
+    return s;
+  }
+  if (ourPrevTerm !== prevTerm) {
+    // Skip back over the whole conflicting term in one round trip; committed entries always match.
+    const firstOfTerm = s.log.find((e) => e.term === ourPrevTerm)?.index ?? prevIndex;
+    reply(s, false, Math.max(s.commitIndex, firstOfTerm - 1));
+    return s;
+  }
+  s = appendFromLeader(s, entries);
+  const lastNewIndex = prevIndex + entries.length;
+  if (m.leaderCommit > s.commitIndex) s = { ...s, commitIndex: Math.max(s.commitIndex, Math.min(m.leaderCommit, lastNewIndex)) };
+  reply(s, true, lastNewIndex);
+  return s;
+}
+
+function installSnapshot<P, S>(s: RaftState<P, S>, snapshot: Snapshot<S>, out: RaftOutput<P, S>[]): RaftState<P, S> {
+  // Already have (and applied) at least this much: nothing to restore, the tail is appended as usual.
+  if (snapshot.lastIndex <= s.commitIndex) return s;
+  const keepsTail = termAt(s, snapshot.lastIndex) === snapshot.lastTerm;
+  const log = keepsTail ? s.log.filter((e) => e.index > snapshot.lastIndex) : [];
+  out.push({ type: "restore", snapshot });
+  return { ...s, snapshot, log, commitIndex: snapshot.lastIndex, appliedIndex: snapshot.lastIndex };
+}
+
+/** Appends entries after a matching prefix; an existing entry with another term and all after it go. */
+function appendFromLeader<P, S>(s: RaftState<P, S>, entries: readonly LogEntry<P>[]): RaftState<P, S> {
+  let log = s.log;
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    const existingTerm = termAt({ ...s, log }, entry.index);
+    if (existingTerm === entry.term) continue;
+    if (existingTerm !== undefined) {
+      assert(entry.index > s.commitIndex, `leader overwrote committed entry ${entry.index}`);
+      log = log.slice(0, entry.index - s.snapshot.lastIndex - 1);
+    }
+    assert(entry.index === (log.at(-1)?.index ?? s.snapshot.lastIndex) + 1, `log gap before entry ${entry.index}`);
+    return { ...s, log: [...log, ...entries.slice(i)] };
+  }
+  return log === s.log ? s : { ...s, log };
+}
+
+function onAppendEntriesReply<P, S>(
+  config: RaftConfig<P, S>,
+  s: RaftState<P, S>,
+  from: NodeId,
+  m: RaftMessage<P, S> & { type: "AppendEntriesReply" },
+  nowMs: number,
+  out: RaftOutput<P, S>[],
+): RaftState<P, S> {
+  const progress = s.progress[from];
+  if (s.role !== "leader" || m.term !== s.term || progress === undefined) return s;
+  const matchIndex = m.success ? Math.max(progress.matchIndex, m.matchIndex) : progress.matchIndex;
+  const nextIndex = m.success
+    ? Math.max(progress.nextIndex, matchIndex + 1)
+    : Math.max(matchIndex + 1, Math.min(progress.nextIndex - 1, m.matchIndex + 1));
+  let next: RaftState<P, S> = {
+    ...s,
+    progress: { ...s.progress, [from]: { ...progress, matchIndex, nextIndex, ackedAtMs: nowMs } },
+  };
+  next = advanceCommit(config, next);
+  // Only the reply to the latest message keeps the stream going; duplicates and stale replies don't.
+  const caughtUp = m.success && nextIndex > lastLogIndex(next);
+  if (m.seq === progress.sentSeq && !caughtUp) next = sendReplication(config, next, from, nowMs, out);
+  return next;
+}
+
+// ── replication ─────────────────────────────────────────────────────────────────────────────────
+
+function sendReplication<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, peerId: NodeId, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
+  const progress = s.progress[peerId];
+  assert(progress !== undefined, `no progress for peer ${peerId}`);
+  const seq = progress.sentSeq + 1;
+  const base = { term: s.term, seq, leaderCommit: s.commitIndex };
+  if (progress.nextIndex <= s.snapshot.lastIndex) {
+    const entries = s.log.slice(0, config.entriesPerMessageMax);
+    out.push({ type: "send", to: peerId, message: { type: "InstallSnapshot", ...base, snapshot: s.snapshot, entries } });
+  } else {
+    const prevIndex = progress.nextIndex - 1;
+    const prevTerm = termAt(s, prevIndex);
+    assert(prevTerm !== undefined, `peer ${peerId} nextIndex ${progress.nextIndex} beyond the log`);
+    const start = prevIndex - s.snapshot.lastIndex;
+    const entries = s.log.slice(start, start + config.entriesPerMessageMax);
+    out.push({ type: "send", to: peerId, message: { type: "AppendEntries", ...base, prevIndex, prevTerm, entries } });
+  }
+  return { ...s, progress: { ...s.progress, [peerId]: { ...progress, sentSeq: seq, sentAtMs: nowMs } } };
+}
+
+/** The highest index a majority holds, if it is of this term (Raft never counts replicas of older terms). */
+function advanceCommit<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>): RaftState<P, S> {
+  if (s.role !== "leader") return s;
+  const matches = [lastLogIndex(s), ...peersOf(config).map((id) => s.progress[id]?.matchIndex ?? -1)].sort((a, b) => b - a);
+  const candidate = matches[majorityOf(config.voterIds.length) - 1]!;
+  if (candidate <= s.commitIndex || termAt(s, candidate) !== s.term) return s;
+  return { ...s, commitIndex: candidate };
+}
+
+/** Emits committed entries not yet applied, then folds old ones into the snapshot. */
+function applyCommitted<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, out: RaftOutput<P, S>[]): RaftState<P, S> {
+  if (s.commitIndex <= s.appliedIndex) return s;
+  const from = s.appliedIndex - s.snapshot.lastIndex;
+  const entries = s.log.slice(from, s.commitIndex - s.snapshot.lastIndex);
+  assert(entries.length === s.commitIndex - s.appliedIndex, `commit ${s.commitIndex} beyond the log`);
+  out.push({ type: "apply", entries });
+  return compact(config, { ...s, appliedIndex: s.commitIndex });
+}
+
+function compact<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>): RaftState<P, S> {
+  const foldable = s.appliedIndex - s.snapshot.lastIndex - config.logTailKeep;
+  if (foldable < config.compactionBatch) return s;
+  let state = s.snapshot.state;
+  const folded = s.log.slice(0, foldable);
+  for (const entry of folded) state = config.applyToSnapshot(state, entry);
+  const last = folded.at(-1)!;
+  return { ...s, snapshot: { lastIndex: last.index, lastTerm: last.term, state }, log: s.log.slice(foldable) };
+}
+
+function peersOf(config: { readonly nodeId: NodeId; readonly voterIds: readonly NodeId[] }): NodeId[] {
+  return config.voterIds.filter((id) => id !== config.nodeId);
+}

@@ -1,0 +1,263 @@
+// The deterministic simulation of the election + replication core: N nodes in one process on a
+// fake clock and a FakeNetwork. Each node holds a RaftState and a replica State built only from
+// the core's apply/restore outputs, exactly as a real node's Replica would. Checkers run after
+// every step and throw SimulationError with the seed, so a failure replays with SKEIN_SEED.
+import { createHash } from "node:crypto";
+import { Prng } from "../../src/election/prng.ts";
+import type { LogEntry, RaftConfig, RaftInput, RaftMessage, RaftOutput, RaftState, Snapshot } from "../../src/election/raft.ts";
+import { initialRaftState, lastLogIndex, step } from "../../src/election/raft.ts";
+import { apply } from "../../src/shared/apply.ts";
+import type { NodeId } from "../../src/shared/ids.ts";
+import type { State } from "../../src/shared/state.ts";
+import { emptyState } from "../../src/shared/state.ts";
+import type { Event, IndexedEvent } from "../../src/shared/types.ts";
+import type { NetworkFaults } from "./fake-network.ts";
+import { FakeNetwork } from "./fake-network.ts";
+
+export type Payload = IndexedEvent;
+export type Message = RaftMessage<Payload, State>;
+
+export class SimulationError extends Error {
+  override name = "SimulationError";
+}
+
+export interface SimOptions {
+  readonly seed: number;
+  readonly nodeCount: number;
+  readonly faults: NetworkFaults;
+  readonly tickMs?: number;
+  readonly config?: Partial<Omit<RaftConfig<Payload, State>, "nodeId" | "voterIds">>;
+  /** Hash State after every apply and compare across nodes (off for very long logs: end-check only). */
+  readonly checkStateEveryApply?: boolean;
+}
+
+interface SimNode {
+  readonly id: NodeId;
+  readonly config: RaftConfig<Payload, State>;
+  raft: RaftState<Payload, State>;
+  replica: State;
+  crashed: boolean;
+}
+
+export const simRaftConfig = (nodeId: NodeId, voterIds: readonly NodeId[], overrides: SimOptions["config"] = {}): RaftConfig<Payload, State> => ({
+  nodeId,
+  voterIds,
+  electionTimeoutMinMs: 150,
+  electionTimeoutMaxMs: 300,
+  heartbeatIntervalMs: 50,
+  entriesPerMessageMax: 64,
+  logTailKeep: 32,
+  compactionBatch: 32,
+  uncommittedEntriesMax: 512,
+  applyToSnapshot: (state, entry) => apply(state, entry.payload),
+  leaderNoop: (index, term, leaderId, nowMs) => ({ idx: index, atMs: nowMs, event: { type: "MasterChanged", nodeId: leaderId, term } }),
+  ...overrides,
+});
+
+export class SimCluster {
+  readonly prng: Prng;
+  readonly network: FakeNetwork<Message>;
+  readonly nodes: SimNode[];
+  nowMs = 0;
+  readonly tickMs: number;
+  /** Checker state: one leader per term, the committed log, and State hashes per idx. */
+  private readonly leaderOfTerm = new Map<number, NodeId>();
+  private readonly committed: { term: number; key: string }[] = [];
+  private readonly stateHashAt = new Map<number, string>();
+  private readonly checkStateEveryApply: boolean;
+  readonly stats = { elections: 0, snapshotsInstalled: 0, snapshotMessages: 0, proposed: 0, refused: 0 };
+  private workloadCounter = 0;
+
+  constructor(readonly options: SimOptions) {
+    this.prng = new Prng(options.seed);
+    this.network = new FakeNetwork(new Prng(options.seed ^ 0x9e3779b9), { ...options.faults });
+    this.tickMs = options.tickMs ?? 10;
+    this.checkStateEveryApply = options.checkStateEveryApply ?? true;
+    const ids = Array.from({ length: options.nodeCount }, (_, i) => `n${i}` as NodeId);
+    const empty: Snapshot<State> = { lastIndex: -1, lastTerm: 0, state: emptyState() };
+    this.nodes = ids.map((id, i) => {
+      const config = simRaftConfig(id, ids, options.config);
+      return { id, config, raft: initialRaftState(config, empty, options.seed + i * 7919, 0), replica: emptyState(), crashed: false };
+    });
+  }
+
+  fail(message: string): never {
+    throw new SimulationError(`seed ${this.options.seed} at ${this.nowMs} ms: ${message}`);
+  }
+
+  node(id: string): SimNode {
+    const n = this.nodes.find((x) => x.id === id);
+    if (n === undefined) this.fail(`no node ${id}`);
+    return n;
+  }
+
+  // ── driving ───────────────────────────────────────────────────────────────────────────────────
+
+  /** Advances the clock by one tick: delivers due messages, then ticks every live node. */
+  advance(): void {
+    this.nowMs += this.tickMs;
+    for (const m of this.network.deliverDue(this.nowMs)) {
+      const to = this.node(m.to);
+      if (to.crashed) continue;
+      if (m.message.type === "InstallSnapshot") this.stats.snapshotMessages++;
+      this.input(to, { type: "receive", from: m.from as NodeId, message: m.message });
+    }
+    for (const n of this.nodes) if (!n.crashed) this.input(n, { type: "tick" });
+  }
+
+  input(n: SimNode, input: RaftInput<Payload, State>): RaftOutput<Payload, State>[] {
+    const { state, outputs } = step(n.config, n.raft, input, this.nowMs);
+    n.raft = state;
+    for (const output of outputs) this.handleOutput(n, output);
+    return outputs;
+  }
+
+  private handleOutput(n: SimNode, output: RaftOutput<Payload, State>): void {
+    switch (output.type) {
+      case "send":
+        this.network.send(n.id, output.to, output.message, this.nowMs);
+        return;
+      case "roleChanged":
+        if (output.role === "leader") this.checkLeader(output.term, n.id);
+        if (output.role === "candidate") this.stats.elections++;
+        return;
+      case "apply":
+        for (const entry of output.entries) this.checkAndApply(n, entry);
+        return;
+      case "restore":
+        this.checkRestore(n, output.snapshot);
+        return;
+      case "proposalRefused":
+        this.stats.refused++;
+        return;
+      case "proposed":
+        this.stats.proposed += output.lastIndex - output.firstIndex + 1;
+        return;
+    }
+  }
+
+  /** Proposes `count` workload events to `n` if it thinks it leads; returns whether it did. */
+  propose(n: SimNode, count: number): boolean {
+    if (n.crashed || n.raft.role !== "leader") return false;
+    const first = lastLogIndex(n.raft) + 1;
+    const payloads = Array.from({ length: count }, (_, i) => ({ idx: first + i, atMs: this.nowMs, event: this.workloadEvent() }));
+    return this.input(n, { type: "propose", payloads }).some((o) => o.type === "proposed");
+  }
+
+  private workloadEvent(): Event {
+    const k = this.workloadCounter++;
+    const nodeId = `w${this.prng.int(8)}` as NodeId;
+    const other = `w${this.prng.int(8)}` as NodeId;
+    switch (this.prng.int(4)) {
+      case 0:
+        return {
+          type: "NodeGatheredInfo",
+          info: { nodeId, hostname: `h${k}`, memoryTotalBytes: 1 << 30, memoryAvailableBytes: this.prng.int(1 << 30), cores: 2, addresses: [], apiPort: 1, clusterPort: 2 },
+        };
+      case 1:
+        return { type: "TopologyEdgeCreated", fromNodeId: nodeId, toNodeId: other, latencyMs: k % 7 };
+      case 2:
+        return { type: "TopologyEdgeDeleted", fromNodeId: nodeId, toNodeId: other };
+      default:
+        return { type: "NodeTimedOut", nodeId };
+    }
+  }
+
+  crash(n: SimNode): void {
+    n.crashed = true;
+    this.network.dropFor(n.id);
+  }
+
+  /** Restarts with what Raft keeps on disk (term, vote, snapshot, log); everything else starts over. */
+  restart(n: SimNode): void {
+    n.crashed = false;
+    const fresh = initialRaftState(n.config, n.raft.snapshot, this.prng.int(2 ** 31), this.nowMs);
+    n.raft = { ...fresh, term: n.raft.term, votedFor: n.raft.votedFor, log: n.raft.log };
+    n.replica = n.raft.snapshot.state;
+  }
+
+  // ── checkers ──────────────────────────────────────────────────────────────────────────────────
+
+  private checkLeader(term: number, id: NodeId): void {
+    const existing = this.leaderOfTerm.get(term);
+    if (existing !== undefined && existing !== id) this.fail(`two leaders in term ${term}: ${existing} and ${id}`);
+    this.leaderOfTerm.set(term, id);
+  }
+
+  private checkAndApply(n: SimNode, entry: LogEntry<Payload>): void {
+    const expectedIdx = n.replica.lastIdx + 1;
+    if (entry.index !== expectedIdx) this.fail(`${n.id} applied entry ${entry.index}, expected ${expectedIdx}`);
+    if (entry.payload.idx !== entry.index) this.fail(`entry ${entry.index} carries event idx ${entry.payload.idx}`);
+    const key = JSON.stringify(entry.payload.event);
+    const known = this.committed[entry.index];
+    if (known === undefined) {
+      if (entry.index !== this.committed.length) this.fail(`committed entry ${entry.index} leaves a gap at ${this.committed.length}`);
+      this.committed.push({ term: entry.term, key });
+    } else if (known.term !== entry.term || known.key !== key) {
+      this.fail(`${n.id} committed a different entry at ${entry.index}: term ${entry.term} vs ${known.term}`);
+    }
+    n.replica = apply(n.replica, entry.payload);
+    if (this.checkStateEveryApply) this.checkStateHash(n.id, n.replica);
+  }
+
+  private checkRestore(n: SimNode, snapshot: Snapshot<State>): void {
+    this.stats.snapshotsInstalled++;
+    if (snapshot.lastIndex >= this.committed.length) this.fail(`${n.id} restored a snapshot at ${snapshot.lastIndex} beyond the committed ${this.committed.length - 1}`);
+    if (snapshot.state.lastIdx !== snapshot.lastIndex) this.fail(`snapshot at ${snapshot.lastIndex} holds State at ${snapshot.state.lastIdx}`);
+    n.replica = snapshot.state;
+    this.checkStateHash(n.id, n.replica);
+  }
+
+  private checkStateHash(id: string, state: State): void {
+    const hash = hashState(state);
+    const known = this.stateHashAt.get(state.lastIdx);
+    if (known === undefined) this.stateHashAt.set(state.lastIdx, hash);
+    else if (known !== hash) this.fail(`${id} holds a different State at idx ${state.lastIdx}`);
+  }
+
+  // ── liveness ──────────────────────────────────────────────────────────────────────────────────
+
+  /** One leader every live node follows, and every node has applied all of its log. */
+  converged(): { leader: NodeId; commitIndex: number } | null {
+    const live = this.nodes.filter((n) => !n.crashed);
+    const leader = live.find((n) => n.raft.role === "leader");
+    if (leader === undefined) return null;
+    const last = lastLogIndex(leader.raft);
+    if (leader.raft.commitIndex !== last) return null;
+    for (const n of live) {
+      if (n.raft.term !== leader.raft.term || n.raft.leaderId !== leader.id) return null;
+      if (n.raft.appliedIndex !== last || n.replica.lastIdx !== last) return null;
+    }
+    return { leader: leader.id, commitIndex: last };
+  }
+
+  /** Every live node's State deep-equal (by canonical hash) and at the same idx. */
+  checkFinalStates(): void {
+    const live = this.nodes.filter((n) => !n.crashed);
+    const first = live[0]!;
+    const hash = hashState(first.replica);
+    for (const n of live) {
+      if (n.replica.lastIdx !== first.replica.lastIdx) this.fail(`${n.id} at idx ${n.replica.lastIdx}, ${first.id} at ${first.replica.lastIdx}`);
+      if (hashState(n.replica) !== hash) this.fail(`${n.id} and ${first.id} hold different States at idx ${n.replica.lastIdx}`);
+    }
+    this.checkStateHash(first.id, first.replica);
+  }
+
+  get committedCount(): number {
+    return this.committed.length;
+  }
+}
+
+/** JSON with sorted keys, so two equal States hash alike whatever order their maps were built in. */
+export function hashState(state: State): string {
+  return createHash("sha256").update(canonicalJson(state)).digest("hex");
+}
+
+function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "undefined";
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  const entries = Object.keys(value as object)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`);
+  return `{${entries.join(",")}}`;
+}
