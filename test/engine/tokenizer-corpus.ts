@@ -27,6 +27,7 @@ export const TOKENIZER_CORPUS: readonly string[] = [
   "עברית טקסט",
   "Ελληνικά κείμενο",
   "café naïve résumé coöperate e\u0301 a\u0308",
+  "\ufeffstarts with a byte-order mark",
   "non\u00a0breaking\u3000ideographic\u2003em\u0085nel\ufeffbom\u200bzwsp",
   "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n",
   "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>",

@@ -155,6 +155,7 @@ test("the UTF-8 stream decoder holds split characters and replaces invalid bytes
   assert.equal(decoder.push(Uint8Array.of(0x80)), "\uFFFD"); // stray continuation byte
   assert.equal(decoder.push(Uint8Array.of(0xe4)), "");
   assert.equal(decoder.flush(), "\uFFFD");
+  assert.equal(new Utf8StreamDecoder().push(Uint8Array.of(0xef, 0xbb, 0xbf, 0x61)), "\ufeffa", "a leading BOM is text");
   assert.equal(incompleteTailLength(Uint8Array.of(0xf0, 0x9f, 0x99)), 3);
   assert.equal(incompleteTailLength(Uint8Array.of(0xf0, 0x9f, 0x99, 0x82)), 0);
 });

@@ -30,7 +30,8 @@ import {
 export * from "./gguf-types.ts";
 
 const READ_CHUNK_BYTES = 1 << 20;
-const utf8 = new TextDecoder("utf-8");
+// ignoreBOM: a leading U+FEFF is text to keep, not a marker to strip.
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** Sequential reader over a file descriptor, refilling a buffer with positioned reads. */
 class FileCursor {

@@ -39,7 +39,8 @@ export const TOKENIZE_TEXT_CHARS_MAX = 64 * 1024 * 1024;
 type Fragment = { readonly text: string } | { readonly tokenId: number };
 
 const utf8Encoder = new TextEncoder();
-const utf8Decoder = new TextDecoder("utf-8");
+// ignoreBOM: a leading U+FEFF is text to keep, not a marker to strip.
+const utf8Decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 const EMPTY = new Uint8Array(0);
 
 export interface StreamingDetokenizer {

@@ -2,7 +2,8 @@
 // UTF-8 sequence split across tokens is held back until its last byte arrives. Invalid bytes become
 // U+FFFD at once, so nothing is held forever.
 
-const decoder = new TextDecoder("utf-8");
+// ignoreBOM: a leading U+FEFF is text to keep, not a marker to strip.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** Length of the sequence a lead byte starts, or 0 for a byte that cannot start one. */
 function sequenceLength(byte: number): number {
