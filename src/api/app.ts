@@ -18,6 +18,7 @@ import { accessLog } from "./middleware/access-log.ts";
 import { bodyLimit } from "./middleware/body-limit.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { openAiRouter } from "./openai.ts";
+import { ollamaRouter } from "./ollama.ts";
 import { claudeRouter } from "./claude.ts";
 import { TaskStreams } from "./task-stream.ts";
 
@@ -65,6 +66,9 @@ export function createApp(options: AppOptions): ApiApp {
   app.use("*", accessLog(logger));
   app.use("*", bodyLimit({ maxBytes: options.bodyBytesMax ?? REQUEST_BODY_BYTES_MAX }));
   app.route("/v1", openAiRouter(deps));
+  // Ollama clients take a base URL and append /api/…: both /ollama and the bare host work.
+  app.route("/ollama/api", ollamaRouter(deps));
+  app.route("/api", ollamaRouter(deps));
   app.route("/v1", claudeRouter(deps));
   app.route("/", clusterRouter(deps));
   app.route("/", modelsRouter(deps, options.modelService ?? null));
