@@ -27,7 +27,7 @@ const PIECES = [
 
 const randomText = fc.array(fc.oneof(fc.constantFrom(...PIECES), fc.string({ unit: "grapheme", maxLength: 4 })), { maxLength: 24 }).map((parts) => parts.join(""));
 
-for (const vocab of ["tiny", "qwen3"] as const satisfies readonly FixtureVocab[]) {
+for (const vocab of ["tiny", "qwen3", "tiny-spm"] as const satisfies readonly FixtureVocab[]) {
   test(`${vocab}: random texts tokenize as in llama.cpp`, async () => {
     const path = join(directory, `${vocab}.gguf`);
     writeModelFixture(path, { arch: "qwen3", vocab, nLayer: 1, nEmbd: 32, nHead: 2, nHeadKv: 1, nFf: 32, contextLength: 64, tensorType: GgmlType.Q8_0, tiedOutput: true, seed: 1 });
