@@ -7,6 +7,7 @@ import type { Clock } from "../shared/clock.ts";
 import { systemClock } from "../shared/clock.ts";
 import { REQUEST_BODY_BYTES_MAX, SSE_KEEPALIVE_MS } from "../shared/limits.ts";
 import { clusterRouter } from "./cluster.ts";
+import { dashboardRouter } from "./dashboard.ts";
 import { modelsRouter } from "./models.ts";
 import type { ApiDeps } from "./deps.ts";
 import type { ApiEnv } from "./env.ts";
@@ -34,6 +35,8 @@ export interface AppOptions {
   readonly bodyBytesMax?: number;
   /** The node's model store (GET /models with download state, downloads, deletes); absent: GET /models lists `models`. */
   readonly modelService?: ModelService;
+  /** Built dashboard files; default dist/dashboard under the package root. */
+  readonly dashboardDir?: string;
 }
 
 export interface ApiApp {
@@ -72,6 +75,7 @@ export function createApp(options: AppOptions): ApiApp {
   app.route("/v1", claudeRouter(deps));
   app.route("/", clusterRouter(deps));
   app.route("/", modelsRouter(deps, options.modelService ?? null));
+  app.route("/", dashboardRouter(options.dashboardDir === undefined ? {} : { dir: options.dashboardDir }));
   app.onError(createErrorHandler(logger));
   app.notFound(notFoundHandler);
 

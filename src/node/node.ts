@@ -45,6 +45,8 @@ export interface NodeOptions {
   readonly runnerSupervisor?: RunnerSupervisorOptions;
   /** Engine for model cards that name none. */
   readonly defaultEngineModule?: string;
+  /** Built dashboard files served at `/` (default: dist/dashboard under the package root). */
+  readonly dashboardDir?: string;
 }
 
 export interface RunningNode {
@@ -129,6 +131,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     cluster,
     models: options.models,
     logger: logger.child({ component: "api" }),
+    ...(options.dashboardDir === undefined ? {} : { dashboardDir: options.dashboardDir }),
     ...(modelService === null ? {} : { modelService }),
   });
   const ports = { apiPort: api.port, clusterPort: options.clusterPort };

@@ -41,7 +41,7 @@ export interface TestNode {
 }
 
 export async function startTestNode(
-  options: { engineOptions?: Record<string, unknown>; cards?: ModelCard[]; home?: string; watchdogTimeoutMs?: number } = {},
+  options: { engineOptions?: Record<string, unknown>; cards?: ModelCard[]; home?: string; watchdogTimeoutMs?: number; dashboardDir?: string } = {},
 ): Promise<TestNode> {
   const home = options.home ?? mkdtempSync(path.join(os.tmpdir(), "skein-test-"));
   const cards = options.cards ?? [fakeModelCard(options.engineOptions)];
@@ -55,6 +55,7 @@ export async function startTestNode(
     threads: 1,
     contextSize: null,
     runnerSupervisor: options.watchdogTimeoutMs === undefined ? {} : { watchdogTimeoutMs: options.watchdogTimeoutMs },
+    ...(options.dashboardDir === undefined ? {} : { dashboardDir: options.dashboardDir }),
   });
   const events: IndexedEvent[] = [];
   node.cluster.subscribe((event) => events.push(event));

@@ -1,0 +1,88 @@
+// The Models page against a node with a real model store: Download starts a real download (from the
+// FakeHub test double, served slowly), and the card's progress bar follows the node's
+// NodeDownloadProgress events over /events until the model shows as downloaded.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import type { Page } from "playwright-core";
+import { CatalogEntrySchema } from "../../src/models/catalog.ts";
+import { LocalModelRegistry } from "../../src/models/store.ts";
+import type { RunningNode } from "../../src/node/node.ts";
+import { startNode } from "../../src/node/node.ts";
+import { silentLogger } from "../../src/shared/logger.ts";
+import type { Browser, PageGlobals } from "../support/chromium.ts";
+import { buildDashboard, chromiumOrSkip, launchChromium, SCREENSHOT_DIR } from "../support/chromium.ts";
+import { FakeHub } from "../support/fake-hub.ts";
+
+const FILE_BYTES = 1_500_000;
+const MODEL_ID = "tiny-download";
+
+const chromium = chromiumOrSkip();
+
+describe("models page download in Chromium", { skip: chromium.skip, timeout: 60_000 }, () => {
+  let hub: FakeHub;
+  let home: string;
+  let node: RunningNode;
+  let browser: Browser;
+  let page: Page;
+  const pageErrors: string[] = [];
+
+  before(async () => {
+    if (chromium.skip !== false) return;
+    mkdirSync(SCREENSHOT_DIR, { recursive: true });
+    const dashboardDir = await buildDashboard();
+    hub = await FakeHub.start();
+    const file = hub.addFile({ repo: "org/tiny", file: "tiny.gguf", content: randomBytes(FILE_BYTES) });
+    // Slow enough that several progress events reach the page before the end.
+    hub.faults.servePieceBytes = 64 * 1024;
+    hub.faults.servePauseMs = 60;
+    home = mkdtempSync(path.join(os.tmpdir(), "skein-dashboard-download-"));
+    const entry = CatalogEntrySchema.parse({
+      id: MODEL_ID, name: "Tiny download", repo: "org/tiny", file: "tiny.gguf", revision: "main", quantization: "Q8_0", architecture: "llama",
+      layerCount: 2, contextLength: 1024, kvHeadCount: 1, headDimension: 8, sizeBytes: FILE_BYTES, approximateSizeBytes: FILE_BYTES,
+      memoryBytes: FILE_BYTES * 2, sha256: file.sha256, license: "test", gated: false,
+    });
+    const registry = new LocalModelRegistry({
+      home,
+      bundled: null,
+      catalog: [entry],
+      env: { HF_ENDPOINT: hub.url },
+      download: { retryBaseDelayMs: 1, retryDelayMaxMs: 5, freeBytes: async () => 1e12 },
+    });
+    node = await startNode({ home, host: "127.0.0.1", port: 0, clusterPort: 0, models: registry, logger: silentLogger(), threads: 1, contextSize: null, dashboardDir });
+    browser = await launchChromium(chromium.executablePath);
+    page = await browser.context.newPage();
+    page.on("pageerror", (error) => pageErrors.push(String(error)));
+    page.setDefaultTimeout(10_000);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await node?.stop();
+    await hub?.close();
+    if (home !== undefined) rmSync(home, { recursive: true, force: true });
+  });
+
+  test("Download shows a live progress bar, then the model as downloaded", async () => {
+    await page.goto(`${node.url}/#/models`);
+    const card = page.locator(`[data-testid="model-card"][data-model="${MODEL_ID}"]`);
+    await card.getByText("Not downloaded").waitFor();
+    assert.match((await card.textContent()) ?? "", /1\.43 MB/, "size shown");
+    assert.match((await card.textContent()) ?? "", /2\.86 MB/, "memory need shown");
+    await card.getByRole("button", { name: "Download" }).click();
+    // Seen mid-way: strictly between 0 and 100 percent, from NodeDownloadProgress events.
+    await page.waitForFunction((selector) => {
+      const value = Number((globalThis as unknown as PageGlobals).document.querySelector(selector)?.getAttribute("aria-valuenow") ?? "NaN");
+      return value > 0 && value < 100;
+    }, `[data-model="${MODEL_ID}"] [role="progressbar"]`);
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "models-download.png") });
+    await card.getByText("Downloaded", { exact: true }).waitFor({ timeout: 20_000 });
+    assert.equal(await card.getByRole("progressbar").count(), 0);
+    const state = node.cluster.state;
+    assert.equal(state.downloads[node.nodeId]?.[MODEL_ID as never]?.status, "complete");
+    assert.deepEqual(pageErrors, []);
+  });
+});
