@@ -16,6 +16,8 @@ import { AutoPlacer, PLACEMENT_TIMEOUT_MS } from "./instances.ts";
 import type { ApiLogger } from "./logger.ts";
 import { silentLogger } from "./logger.ts";
 import { accessLog } from "./middleware/access-log.ts";
+import { apiKeyAuth } from "./middleware/auth.ts";
+import { cors } from "./middleware/cors.ts";
 import { bodyLimit } from "./middleware/body-limit.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { openAiRouter } from "./openai.ts";
@@ -33,6 +35,10 @@ export interface AppOptions {
   readonly placementTimeoutMs?: number;
   readonly taskCreatedTimeoutMs?: number;
   readonly bodyBytesMax?: number;
+  /** With a key, every API route needs it (Authorization: Bearer, x-api-key or ?key=); null/absent: open. */
+  readonly apiKey?: string | null;
+  /** Browser origins allowed besides the node's own ("*": any). */
+  readonly corsOrigins?: readonly string[];
   /** The node's model store (GET /models with download state, downloads, deletes); absent: GET /models lists `models`. */
   readonly modelService?: ModelService;
   /** Built dashboard files; default dist/dashboard under the package root. */
@@ -67,6 +73,9 @@ export function createApp(options: AppOptions): ApiApp {
   const app = new Hono<ApiEnv>();
   app.use("*", requestId());
   app.use("*", accessLog(logger));
+  // Before the body is read: a stranger must not make the node buffer 4 MiB, nor get a 413 instead of a 401.
+  app.use("*", cors({ allowedOrigins: options.corsOrigins ?? [] }));
+  app.use("*", apiKeyAuth(options.apiKey ?? null));
   app.use("*", bodyLimit({ maxBytes: options.bodyBytesMax ?? REQUEST_BODY_BYTES_MAX }));
   app.route("/v1", openAiRouter(deps));
   // Ollama clients take a base URL and append /api/…: both /ollama and the bare host work.

@@ -67,6 +67,8 @@ export function statusOfFailure(code: FailureCode): ContentfulStatusCode {
     case "node_restarted":
     case "internal":
       return 500;
+    case "timeout":
+      return 504;
   }
 }
 

@@ -75,6 +75,20 @@ export async function firstDecisiveUpdate(stream: TaskStream): Promise<TaskUpdat
   return result.value;
 }
 
+/**
+ * An answer longer than the model's whole context can never be produced: refused before anything is
+ * placed or queued, naming both numbers. (The prompt's length needs the tokenizer; the engine
+ * refuses a prompt that does not fit with a bad_request.)
+ */
+export function contextOverflow(modelId: string, contextLength: number, maxTokens: number | null): ApiError | null {
+  if (maxTokens === null || maxTokens <= contextLength) return null;
+  return new ApiError(400, {
+    message: `max_tokens is ${maxTokens}, but model ${modelId} has a context of ${contextLength} tokens (prompt and answer together); ask for at most ${contextLength}`,
+    param: "max_tokens",
+    code: "context_length_exceeded",
+  });
+}
+
 export interface StartedGeneration {
   readonly commandId: CommandId;
   readonly modelId: ModelId;
@@ -89,6 +103,9 @@ export interface StartedGeneration {
  * `signal` is the request's: node-server aborts it when the socket closes, for JSON and streams alike.
  */
 export async function startGeneration(deps: ApiDeps, model: string, params: GenerationParams, signal: AbortSignal): Promise<StartedGeneration> {
+  const card = deps.models.get(model);
+  const overflow = card === undefined ? null : contextOverflow(card.modelId, card.contextLength, params.maxTokens);
+  if (overflow !== null) throw overflow;
   const modelId = await prepareModel(deps, model, signal);
   const commandId = newCommandId();
   const stream = deps.streams.open({ type: "TextGeneration", commandId, modelId, originNodeId: deps.cluster.nodeId, params }, signal);
@@ -187,6 +204,8 @@ function progressNote(deps: ApiDeps, update: TaskUpdate): string | null {
       return `loading ${update.layersLoaded}/${update.layerCount} layers`;
     case "prefill":
       return `prefill ${update.processedTokens}/${update.totalTokens} tokens`;
+    case "queued":
+      return `queue position ${update.position}`;
     default:
       return null;
   }

@@ -10,12 +10,28 @@ import { createApp } from "./app.ts";
 export const SERVER_CLOSE_GRACE_MS = 2_000;
 /** How often idle keep-alive sockets are swept while the server drains. */
 const IDLE_SWEEP_MS = 20;
+/**
+ * A client gets this long to send its request headers. Slow-loris clients that trickle headers (or
+ * a body, below) would otherwise hold a socket each forever.
+ */
+export const REQUEST_HEADERS_TIMEOUT_MS = 10_000;
+/**
+ * A client gets this long to send its whole request, body included (the body limit is 4 MiB, so
+ * even a slow link has time); then Node answers 408 and closes the socket. Responses are not
+ * limited: a stream may run for as long as it generates.
+ */
+export const REQUEST_TIMEOUT_MS = 30_000;
+/** How often Node checks connections against those two timeouts. */
+const CONNECTIONS_CHECK_INTERVAL_MS = 1_000;
 
 export interface ApiServerOptions extends AppOptions {
   readonly host: string;
   /** 0 picks a free port. */
   readonly port: number;
   readonly closeGraceMs?: number;
+  /** Tests shorten these; see REQUEST_HEADERS_TIMEOUT_MS and REQUEST_TIMEOUT_MS. */
+  readonly requestHeadersTimeoutMs?: number;
+  readonly requestTimeoutMs?: number;
 }
 
 export interface ApiServer {
@@ -36,7 +52,14 @@ function urlOf(host: string, port: number): string {
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { app, cancelAll, liveTaskCount } = createApp(options);
   const server = await new Promise<Server>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: options.host, port: options.port }) as Server;
+    const requestTimeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    const serverOptions = {
+      requestTimeout: requestTimeoutMs,
+      // Node requires headersTimeout ≤ requestTimeout.
+      headersTimeout: Math.min(options.requestHeadersTimeoutMs ?? REQUEST_HEADERS_TIMEOUT_MS, requestTimeoutMs),
+      connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_INTERVAL_MS, Math.max(50, Math.floor(requestTimeoutMs / 4))),
+    };
+    const s = serve({ fetch: app.fetch, hostname: options.host, port: options.port, serverOptions }) as Server;
     s.once("listening", () => resolve(s));
     s.once("error", reject);
   });

@@ -44,6 +44,8 @@ export interface TaskEnd {
 
 export type TaskUpdate =
   | { readonly type: "created"; readonly task: Task }
+  /** Waiting behind other tasks of its instance; 1 = next to start. Sent when the position changes. */
+  | { readonly type: "queued"; readonly position: number }
   | { readonly type: "loading"; readonly layersLoaded: number; readonly layerCount: number }
   | { readonly type: "prefill"; readonly processedTokens: number; readonly totalTokens: number }
   | { readonly type: "chunk"; readonly chunk: Chunk }
@@ -81,6 +83,34 @@ function endFromTask(task: Task, tokensStreamed: number, endedBy: TaskEndedBy): 
   };
 }
 
+/**
+ * Where a Pending task waits: 1 + the Pending tasks of its instance created before it (the worker
+ * starts them oldest first), or null when it does not wait behind anyone (nothing runs or waits
+ * ahead of it on its instance) or is not Pending.
+ */
+export function queuePositionOf(state: State, taskId: TaskId): number | null {
+  const task = state.tasks[taskId];
+  if (task === undefined || task.status !== "Pending" || task.instanceId === null) return null;
+  let pendingAhead = 0;
+  let running = false;
+  // Object order is TaskCreated order (ids are not integer-like keys), as plan.ts relies on too.
+  for (const other of Object.values(state.tasks)) {
+    if (other.taskId === taskId) break;
+    if (other.instanceId !== task.instanceId) continue;
+    if (other.status === "Pending") pendingAhead++;
+    else if (other.status === "Running") running = true;
+  }
+  if (!running) {
+    for (const other of Object.values(state.tasks)) {
+      if (other.instanceId === task.instanceId && other.status === "Running") running = true;
+    }
+  }
+  return pendingAhead === 0 && !running ? null : pendingAhead + 1;
+}
+
+/** Events that can move a task in its queue. */
+const QUEUE_EVENT_TYPES: ReadonlySet<Event["type"]> = new Set(["TaskCreated", "TaskStatusUpdated", "TaskDeleted", "InstanceDeleted"]);
+
 /** Consecutive chunks folded into one, for a consumer that fell TASK_STREAM_BUFFER_MAX behind. */
 export function mergeChunks(earlier: Chunk, later: Chunk): Chunk {
   const logprobs = earlier.logprobs === null && later.logprobs === null ? null : [...(earlier.logprobs ?? []), ...(later.logprobs ?? [])];
@@ -94,6 +124,7 @@ export class TaskStream implements AsyncIterableIterator<TaskUpdate, undefined> 
   private readonly buffer: TaskUpdate[] = [];
   private waiter: Waiter | null = null;
   private nextChunkIndex = 0;
+  private queuePosition: number | null = null;
   /** Highest token count carried by a chunk handed to the consumer. */
   private tokensStreamed = 0;
   private endQueued = false;
@@ -208,10 +239,20 @@ export class TaskStream implements AsyncIterableIterator<TaskUpdate, undefined> 
       this.lastTask = state.tasks[event.task.taskId] ?? event.task;
       this.push({ type: "created", task: this.lastTask });
       this.checkTerminal(state);
+      this.checkQueuePosition(state, this.taskId);
       return;
     }
     this.routeTaskEvent(event, state, this.taskId);
     this.checkTerminal(state);
+    if (QUEUE_EVENT_TYPES.has(event.type)) this.checkQueuePosition(state, this.taskId);
+  }
+
+  private checkQueuePosition(state: State, taskId: TaskId): void {
+    if (this.endQueued) return;
+    const position = queuePositionOf(state, taskId);
+    if (position === this.queuePosition) return;
+    this.queuePosition = position;
+    if (position !== null) this.push({ type: "queued", position });
   }
 
   private routeTaskEvent(event: Event, state: State, taskId: TaskId): void {
@@ -272,7 +313,7 @@ export class TaskStream implements AsyncIterableIterator<TaskUpdate, undefined> 
   private push(update: TaskUpdate): void {
     if (this.endQueued) return;
     const tail = this.buffer[this.buffer.length - 1];
-    if ((update.type === "prefill" || update.type === "loading") && tail?.type === update.type) {
+    if ((update.type === "prefill" || update.type === "loading" || update.type === "queued") && tail?.type === update.type) {
       this.buffer[this.buffer.length - 1] = update;
     } else if (this.buffer.length >= this.options.bufferMax) {
       // Bounded: progress is dropped, chunks fold into the tail chunk; text is never lost.

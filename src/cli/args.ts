@@ -7,6 +7,11 @@ import { LOG_LEVELS } from "../shared/logger.ts";
 
 export const DEFAULT_API_PORT = 52415;
 export const DEFAULT_CLUSTER_PORT = 52416;
+/** Generous: a long prompt on a slow CPU takes minutes, a long answer tens of minutes. */
+export const DEFAULT_PREFILL_TIMEOUT_MS = 10 * 60_000;
+export const DEFAULT_DECODE_TIMEOUT_MS = 30 * 60_000;
+/** A day: the flags accept up to this, beyond it a "timeout" is no limit at all. */
+const TASK_TIMEOUT_MS_MAX = 24 * 60 * 60_000;
 
 export const HELP = `skein — turn the computers you own into one AI cluster
 
@@ -17,13 +22,21 @@ Usage:
   skein --help | --version
 
 Options:
-  --host HOST          address the API binds to (default 127.0.0.1)
+  --host HOST          address the API binds to (default 127.0.0.1); any other than
+                       loopback needs --api-key or --no-auth
+  --api-key KEY        require this key on every API route (env SKEIN_API_KEY), sent as
+                       "Authorization: Bearer KEY" or "x-api-key: KEY"
+  --no-auth            serve a non-loopback --host without a key (anyone who can reach it may use it)
+  --cors-origin ORIGIN let browser pages from ORIGIN (e.g. http://my.host:8080) call the API;
+                       repeatable, "*" for any (default: only the dashboard's own origin)
   --port PORT          API port (default 52415, env SKEIN_PORT)
   --cluster-port PORT  node-to-node port (default 52416)
   --home DIR           data directory (default ~/.skein, env SKEIN_HOME)
   --log-level LEVEL    ${LOG_LEVELS.join(" | ")} (default info)
   --threads N          compute threads per runner (default: one per core)
   --ctx-size N         KV cache size in tokens (default: the model's, capped by memory)
+  --prefill-timeout-ms N  fail a task whose prompt takes longer to process (default ${DEFAULT_PREFILL_TIMEOUT_MS})
+  --decode-timeout-ms N   fail a task whose answer takes longer to generate (default ${DEFAULT_DECODE_TIMEOUT_MS})
   --model-card FILE    add a model card (JSON) to the catalogue; repeatable
   --no-discovery       do not look for other nodes by multicast
   --peer HOST:PORT     a peer's cluster port, for networks without multicast; repeatable
@@ -42,6 +55,11 @@ export interface CliOptions {
   readonly modelCardFiles: readonly string[];
   readonly discovery: boolean;
   readonly peers: readonly string[];
+  /** null: no key, the API is open (only allowed on loopback or with --no-auth). */
+  readonly apiKey: string | null;
+  readonly corsOrigins: readonly string[];
+  readonly prefillTimeoutMs: number;
+  readonly decodeTimeoutMs: number;
 }
 
 export type ParsedCli =
@@ -70,6 +88,11 @@ export function parseCli(argv: readonly string[], env: Readonly<Record<string, s
         "model-card": { type: "string", multiple: true },
         "no-discovery": { type: "boolean" },
         peer: { type: "string", multiple: true },
+        "api-key": { type: "string" },
+        "no-auth": { type: "boolean" },
+        "cors-origin": { type: "string", multiple: true },
+        "prefill-timeout-ms": { type: "string" },
+        "decode-timeout-ms": { type: "string" },
       },
     }));
   } catch (error) {
@@ -82,10 +105,22 @@ export function parseCli(argv: readonly string[], env: Readonly<Record<string, s
     if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
     const peers = values.peer ?? [];
     for (const peer of peers) if (!/^[^\s:]+:\d{1,5}$/.test(peer)) throw new Error(`--peer expects HOST:PORT, got "${peer}"`);
+    const host = values.host ?? "127.0.0.1";
+    const apiKey = parseApiKey(values["api-key"] ?? env.SKEIN_API_KEY);
+    if (apiKey !== null && values["no-auth"] === true) throw new Error("--api-key and --no-auth contradict each other; pass one");
+    if (!isLoopbackHost(host) && apiKey === null && values["no-auth"] !== true) {
+      throw new Error(
+        `--host ${host} exposes the API beyond this machine: pass --api-key KEY (or set SKEIN_API_KEY) so only clients with the key can use it, or --no-auth to serve it open`,
+      );
+    }
+    const corsOrigins = values["cors-origin"] ?? [];
+    for (const origin of corsOrigins) {
+      if (origin !== "*" && !/^https?:\/\/[^\s/]+$/.test(origin)) throw new Error(`--cors-origin expects an origin such as http://host:8080 (or "*"), got "${origin}"`);
+    }
     return {
       kind: "run",
       options: {
-        host: values.host ?? "127.0.0.1",
+        host,
         port: parsePort("--port", values.port ?? env.SKEIN_PORT, DEFAULT_API_PORT),
         clusterPort: parsePort("--cluster-port", values["cluster-port"], DEFAULT_CLUSTER_PORT),
         home: path.resolve(values.home ?? env.SKEIN_HOME ?? path.join(os.homedir(), ".skein")),
@@ -95,6 +130,10 @@ export function parseCli(argv: readonly string[], env: Readonly<Record<string, s
         modelCardFiles: (values["model-card"] ?? []).map((f) => path.resolve(f)),
         discovery: values["no-discovery"] !== true,
         peers,
+        apiKey,
+        corsOrigins,
+        prefillTimeoutMs: parseOptionalPositive("--prefill-timeout-ms", values["prefill-timeout-ms"], TASK_TIMEOUT_MS_MAX) ?? DEFAULT_PREFILL_TIMEOUT_MS,
+        decodeTimeoutMs: parseOptionalPositive("--decode-timeout-ms", values["decode-timeout-ms"], TASK_TIMEOUT_MS_MAX) ?? DEFAULT_DECODE_TIMEOUT_MS,
       },
     };
   } catch (error) {
@@ -114,4 +153,21 @@ function parseOptionalPositive(flag: string, raw: string | undefined, max: numbe
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${flag} must be an integer from 1 to ${max}, got "${raw}"`);
   return n;
+}
+
+/** 127.0.0.0/8, ::1 and localhost: only this machine can connect. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  if (bare === "localhost" || bare === "::1" || bare === "0:0:0:0:0:0:0:1") return true;
+  if (/^::ffff:127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/i.test(bare)) return true;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+/** Keys are sent in headers: printable ASCII without spaces, long enough not to be guessed. */
+const API_KEY_PATTERN = /^[\x21-\x7e]{8,512}$/;
+
+function parseApiKey(raw: string | undefined): string | null {
+  if (raw === undefined || raw === "") return null;
+  if (!API_KEY_PATTERN.test(raw)) throw new Error("--api-key must be 8 to 512 printable ASCII characters without spaces");
+  return raw;
 }

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { readUserModelCardFile } from "../models/card-file.ts";
 import { LocalModelRegistry } from "../models/store.ts";
 import { startNode } from "../node/node.ts";
+import { ModelCardError } from "../models/card-file.ts";
 import { createLogger } from "../shared/logger.ts";
 import { HELP, parseCli } from "./args.ts";
 import { runModelsCommand } from "./models-command.ts";
@@ -57,6 +58,9 @@ export async function main(argv: readonly string[]): Promise<void> {
     logger,
     threads: options.threads,
     contextSize: options.contextSize,
+    apiKey: options.apiKey,
+    corsOrigins: options.corsOrigins,
+    taskTimeouts: { prefillTimeoutMs: options.prefillTimeoutMs, decodeTimeoutMs: options.decodeTimeoutMs },
   }).catch((error: NodeJS.ErrnoException) => {
     if (error.code === "EADDRINUSE") {
       throw new Error(`port ${options.port} on ${options.host} is already in use (another skein?); choose one with --port`);
@@ -89,6 +93,7 @@ export async function main(argv: readonly string[]): Promise<void> {
 if (import.meta.url === `file://${process.argv[1]}`) {
   main(process.argv.slice(2)).catch((error: unknown) => {
     process.stderr.write(`skein: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(1);
+    // A bad --model-card is a usage error like a bad flag: exit 2, the message only, no stack.
+    process.exit(error instanceof ModelCardError ? 2 : 1);
   });
 }

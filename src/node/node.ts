@@ -18,6 +18,7 @@ import type { NodeId } from "../shared/ids.ts";
 import type { Logger } from "../shared/logger.ts";
 import { isTaskTerminal } from "../shared/types.ts";
 import type { NodeInfo } from "../shared/types.ts";
+import type { TaskTimeouts } from "../worker/plan.ts";
 import { Worker } from "../worker/worker.ts";
 import type { ClusterPort, WorkerEventSink } from "./cluster-port.ts";
 import { loadOrCreateNodeId } from "./node-id.ts";
@@ -45,6 +46,12 @@ export interface NodeOptions {
   readonly runnerSupervisor?: RunnerSupervisorOptions;
   /** Engine for model cards that name none. */
   readonly defaultEngineModule?: string;
+  /** API key every API route requires; null/absent: the API is open (the CLI allows that only on loopback or with --no-auth). */
+  readonly apiKey?: string | null;
+  /** Browser origins allowed to call the API besides the node's own. */
+  readonly corsOrigins?: readonly string[];
+  /** Prefill and decode limits per task; absent: none. */
+  readonly taskTimeouts?: TaskTimeouts;
   /** Built dashboard files served at `/` (default: dist/dashboard under the package root). */
   readonly dashboardDir?: string;
 }
@@ -66,7 +73,7 @@ export function defaultEngineModulePath(): string {
 export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const logger = options.logger;
   const clock = options.clock ?? systemClock;
-  const nodeId = loadOrCreateNodeId(options.home);
+  const nodeId = loadOrCreateNodeId(options.home, (reason) => logger.warn({ home: options.home }, `${reason}; this node starts with a new id`));
   const log = EventLog.open(path.join(options.home, "events.log"));
   if (log.warning !== null) logger.warn({ warning: log.warning }, "event log had a damaged tail; it was dropped");
 
@@ -110,6 +117,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     defaultEngineModule: options.defaultEngineModule ?? defaultEngineModulePath(),
     threads: options.threads,
     contextSize: options.contextSize,
+    ...(options.taskTimeouts === undefined ? {} : { taskTimeouts: options.taskTimeouts }),
   });
   worker.start();
 
@@ -131,6 +139,8 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     cluster,
     models: options.models,
     logger: logger.child({ component: "api" }),
+    apiKey: options.apiKey ?? null,
+    corsOrigins: options.corsOrigins ?? [],
     ...(options.dashboardDir === undefined ? {} : { dashboardDir: options.dashboardDir }),
     ...(modelService === null ? {} : { modelService }),
   });

@@ -26,6 +26,16 @@ export interface LocalRunner {
   readonly exitCount: number;
   readonly lastExitAtMs: number | null;
   readonly lastExitReason: string | null;
+  /** When currentTaskId was handed to the runner (its prefill timeout counts from here). */
+  readonly taskStartedAtMs?: number | null;
+  /** When currentTaskId's first chunk arrived (its decode timeout counts from here); null while in prefill. */
+  readonly taskDecodeStartedAtMs?: number | null;
+}
+
+/** Per-task limits; a task over one is cancelled on its runner and ends Failed with failureCode "timeout". */
+export interface TaskTimeouts {
+  readonly prefillTimeoutMs: number;
+  readonly decodeTimeoutMs: number;
 }
 
 export interface LocalView {
@@ -37,10 +47,13 @@ export interface LocalView {
    * without it the gap between the report and its event would look like an orphaned task.
    */
   readonly tasksReportedEnded: ReadonlySet<TaskId>;
+  /** Absent: tasks may run for as long as they take. */
+  readonly taskTimeouts?: TaskTimeouts;
 }
 
 export type Action =
   | { readonly type: "cancelTask"; readonly runnerId: RunnerId; readonly taskId: TaskId }
+  | { readonly type: "timeOutTask"; readonly runnerId: RunnerId; readonly taskId: TaskId; readonly reason: string }
   | { readonly type: "failTask"; readonly taskId: TaskId; readonly failureCode: FailureCode; readonly reason: string }
   | { readonly type: "shutdownRunner"; readonly runnerId: RunnerId }
   | { readonly type: "spawnRunner"; readonly instance: Instance; readonly shard: Shard }
@@ -56,6 +69,7 @@ export function restartBackoffMs(exitCount: number): number {
 export function plan(state: State, local: LocalView): Action | null {
   return (
     cancelTasks(state, local) ??
+    timeOutTasks(state, local) ??
     failOrphanedTasks(state, local) ??
     shutdownRunners(state, local) ??
     spawnRunners(state, local) ??
@@ -91,6 +105,37 @@ function cancelTasks(state: State, local: LocalView): Action | null {
     }
   }
   return null;
+}
+
+/**
+ * Rule 1b: a runner has worked on its task past the prefill or decode timeout → stop it like a cancel;
+ * the worker turns the runner's "Cancelled" report into Failed / "timeout" with this reason, so the
+ * task is released only once the runner has really let go of it.
+ */
+function timeOutTasks(state: State, local: LocalView): Action | null {
+  const timeouts = local.taskTimeouts;
+  if (timeouts === undefined) return null;
+  for (const runner of liveRunners(local)) {
+    const taskId = runner.currentTaskId;
+    if (taskId === null || runner.cancelSentFor === taskId) continue;
+    const task = state.tasks[taskId];
+    if (task === undefined || isTaskTerminal(task.status)) continue;
+    const reason = timeoutReason(runner, task, timeouts, local.nowMs);
+    if (reason !== null) return { type: "timeOutTask", runnerId: runner.runnerId, taskId, reason };
+  }
+  return null;
+}
+
+function timeoutReason(runner: LocalRunner, task: Task, timeouts: TaskTimeouts, nowMs: number): string | null {
+  const decodeStartedAtMs = runner.taskDecodeStartedAtMs ?? null;
+  if (decodeStartedAtMs !== null) {
+    if (nowMs - decodeStartedAtMs <= timeouts.decodeTimeoutMs) return null;
+    return `timed out: generating the answer took longer than the decode timeout of ${timeouts.decodeTimeoutMs} ms (${task.tokensGenerated} tokens generated)`;
+  }
+  const startedAtMs = runner.taskStartedAtMs ?? null;
+  if (startedAtMs === null || nowMs - startedAtMs <= timeouts.prefillTimeoutMs) return null;
+  const progress = task.prefill === null ? "" : ` (${task.prefill.processedTokens} of ${task.prefill.totalTokens} prompt tokens processed)`;
+  return `timed out: processing the prompt took longer than the prefill timeout of ${timeouts.prefillTimeoutMs} ms${progress}`;
 }
 
 /**

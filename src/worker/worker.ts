@@ -12,7 +12,7 @@ import type { Logger } from "../shared/logger.ts";
 import type { State } from "../shared/state.ts";
 import type { RunnerStatus } from "../shared/types.ts";
 import { isTaskTerminal } from "../shared/types.ts";
-import type { Action, LocalRunner, LocalView } from "./plan.ts";
+import type { Action, LocalRunner, LocalView, TaskTimeouts } from "./plan.ts";
 import { plan } from "./plan.ts";
 
 /** Actions executed in one drain; more means the plan is not converging (a bug). */
@@ -32,12 +32,16 @@ export interface WorkerOptions {
   readonly defaultEngineModule: string;
   readonly threads: number | null;
   readonly contextSize: number | null;
+  /** Prefill and decode limits per task; absent: none. */
+  readonly taskTimeouts?: TaskTimeouts;
 }
 
 export class Worker {
   private readonly runners = new Map<RunnerId, LocalRunner>();
   private readonly handles = new Map<RunnerId, RunnerHandle>();
   private readonly tasksReportedEnded = new Set<TaskId>();
+  /** Tasks stopped for running past a timeout, with why; at most one per runner (its current task). */
+  private readonly timedOutTasks = new Map<TaskId, string>();
   private scheduled = false;
   private stopped = false;
   private unsubscribe: (() => void) | null = null;
@@ -71,6 +75,7 @@ export class Worker {
       nowMs: this.options.clock.nowMs(),
       runners: Object.fromEntries(this.runners) as LocalView["runners"],
       tasksReportedEnded: this.tasksReportedEnded,
+      ...(this.options.taskTimeouts === undefined ? {} : { taskTimeouts: this.options.taskTimeouts }),
     };
   }
 
@@ -96,6 +101,12 @@ export class Worker {
     this.options.logger.debug({ action: summarize(action) }, "worker action");
     switch (action.type) {
       case "cancelTask":
+        this.update(action.runnerId, { cancelSentFor: action.taskId });
+        this.handles.get(action.runnerId)?.cancel(action.taskId);
+        return;
+      case "timeOutTask":
+        this.options.logger.warn({ runnerId: action.runnerId, taskId: action.taskId }, action.reason);
+        this.timedOutTasks.set(action.taskId, action.reason);
         this.update(action.runnerId, { cancelSentFor: action.taskId });
         this.handles.get(action.runnerId)?.cancel(action.taskId);
         return;
@@ -128,7 +139,12 @@ export class Worker {
         this.handles.get(action.runnerId)?.warmup();
         return;
       case "startTask":
-        this.update(action.runnerId, { currentTaskId: action.task.taskId, cancelSentFor: null });
+        this.update(action.runnerId, {
+          currentTaskId: action.task.taskId,
+          cancelSentFor: null,
+          taskStartedAtMs: this.options.clock.nowMs(),
+          taskDecodeStartedAtMs: null,
+        });
         this.handles.get(action.runnerId)?.startTask({ taskId: action.task.taskId, params: action.task.params });
         return;
     }
@@ -200,23 +216,31 @@ export class Worker {
         });
         break;
       case "chunk":
+        if (runner.currentTaskId === report.taskId && (runner.taskDecodeStartedAtMs ?? null) === null) {
+          this.update(report.runnerId, { taskDecodeStartedAtMs: this.options.clock.nowMs() });
+        }
         sink.sendWorkerEvent({ type: "ChunkGenerated", taskId: report.taskId, chunk: report.chunk });
         break;
-      case "taskEnded":
+      case "taskEnded": {
         this.tasksReportedEnded.add(report.taskId);
-        if (runner.currentTaskId === report.taskId) this.update(report.runnerId, { currentTaskId: null, cancelSentFor: null });
+        if (runner.currentTaskId === report.taskId) this.update(report.runnerId, { currentTaskId: null, cancelSentFor: null, taskStartedAtMs: null, taskDecodeStartedAtMs: null });
+        // A task stopped by its timeout ends "Cancelled" on the runner; to its client it failed. One
+        // that completed before the cancel arrived keeps its answer.
+        const timedOutReason = this.takeTimedOut(report.taskId);
+        const timedOut = timedOutReason !== null && report.status === "Cancelled";
         sink.sendWorkerEvent({
           type: "TaskStatusUpdated",
           taskId: report.taskId,
-          status: report.status,
-          finishReason: report.finishReason,
-          failureCode: report.status === "Failed" ? (report.failureCode ?? "runner_failed") : null,
-          failureReason: report.failureReason,
+          status: timedOut ? "Failed" : report.status,
+          finishReason: timedOut ? "error" : report.finishReason,
+          failureCode: timedOut ? "timeout" : report.status === "Failed" ? (report.failureCode ?? "runner_failed") : null,
+          failureReason: timedOut ? timedOutReason : report.failureReason,
           fromRunner: true,
           tokensGenerated: report.tokensGenerated,
           promptTokens: report.promptTokens,
         });
         break;
+      }
       case "exited":
         this.onExited(runner, report.reason);
         break;
@@ -238,6 +262,7 @@ export class Worker {
       lastExitReason: reason,
     });
     if (expected) {
+      if (taskId !== null) this.timedOutTasks.delete(taskId);
       // The runner's instance is gone: forget it entirely once it has exited.
       this.runners.delete(runner.runnerId);
       return;
@@ -246,18 +271,25 @@ export class Worker {
     this.reportRunnerStatus(runner.runnerId, { kind: "Failed", reason });
     if (taskId !== null) {
       this.tasksReportedEnded.add(taskId);
+      const timedOutReason = this.takeTimedOut(taskId);
       this.options.sink.sendWorkerEvent({
         type: "TaskStatusUpdated",
         taskId,
         status: "Failed",
         finishReason: "error",
-        failureCode: "runner_failed",
-        failureReason: `runner failed: ${reason}`,
+        failureCode: timedOutReason === null ? "runner_failed" : "timeout",
+        failureReason: timedOutReason === null ? `runner failed: ${reason}` : `${timedOutReason}; the runner did not stop (${reason})`,
         fromRunner: true,
         tokensGenerated: null,
         promptTokens: null,
       });
     }
+  }
+
+  private takeTimedOut(taskId: TaskId): string | null {
+    const reason = this.timedOutTasks.get(taskId) ?? null;
+    this.timedOutTasks.delete(taskId);
+    return reason;
   }
 
   private reportRunnerStatus(runnerId: RunnerId, status: RunnerStatus): void {

@@ -9,7 +9,7 @@ import { GenerationParamsSchema } from "../../src/shared/types.ts";
 import { FakeCluster } from "../support/fake-cluster.ts";
 
 test("every FailureCode maps to its HTTP status; 429 and 503 carry Retry-After", () => {
-  const expected = { no_instance: 503, instance_deleted: 503, queue_full: 429, too_many_tasks: 429, bad_request: 400, runner_failed: 500, node_restarted: 500, internal: 500 } as const;
+  const expected = { no_instance: 503, instance_deleted: 503, queue_full: 429, too_many_tasks: 429, bad_request: 400, runner_failed: 500, node_restarted: 500, internal: 500, timeout: 504 } as const;
   for (const code of FailureCodeSchema.options) {
     assert.equal(statusOfFailure(code), expected[code], code);
     const error = failureToApiError(code, null);

@@ -265,3 +265,69 @@ describe("plan", () => {
 function assertSubset(actual: object, expected: Record<string, unknown>): void {
   for (const [k, v] of Object.entries(expected)) assert.deepEqual((actual as Record<string, unknown>)[k], v, k);
 }
+
+describe("plan: task timeouts", () => {
+  const T1 = "t1" as TaskId;
+  const timeouts = { prefillTimeoutMs: 1_000, decodeTimeoutMs: 5_000 };
+  const running = (patch: Partial<LocalRunner>): LocalView => ({
+    ...local([runner({ status: { kind: "Running", taskId: T1 }, currentTaskId: T1, ...patch })]),
+    taskTimeouts: timeouts,
+  });
+  const withPrefill = (): State => {
+    const t = { ...task("t1", "Running"), prefill: { processedTokens: 256, totalTokens: 2048 } };
+    return state({ tasks: [t] });
+  };
+  const cases: { name: string; state: State; local: LocalView; expect: Record<string, unknown> | null }[] = [
+    { name: "prefill within its limit → nothing", state: withPrefill(), local: running({ taskStartedAtMs: NOW - 1_000 }), expect: null },
+    {
+      name: "prefill past its limit → time out, naming the limit and the progress",
+      state: withPrefill(),
+      local: running({ taskStartedAtMs: NOW - 1_001 }),
+      expect: { type: "timeOutTask", runnerId: R0, taskId: T1 },
+    },
+    {
+      name: "decoding: the decode limit counts from the first chunk, not the start",
+      state: withPrefill(),
+      local: running({ taskStartedAtMs: NOW - 4_000, taskDecodeStartedAtMs: NOW - 3_000 }),
+      expect: null,
+    },
+    {
+      name: "decode past its limit → time out",
+      state: state({ tasks: [task("t1", "Running")] }),
+      local: running({ taskStartedAtMs: NOW - 9_000, taskDecodeStartedAtMs: NOW - 5_001 }),
+      expect: { type: "timeOutTask", runnerId: R0, taskId: T1 },
+    },
+    {
+      name: "already told to stop → not again",
+      state: state({ tasks: [task("t1", "Running")] }),
+      local: running({ taskStartedAtMs: NOW - 9_000, cancelSentFor: T1 }),
+      expect: null,
+    },
+    {
+      name: "no timeouts configured → never",
+      state: state({ tasks: [task("t1", "Running")] }),
+      local: local([runner({ status: { kind: "Running", taskId: T1 }, currentTaskId: T1, taskStartedAtMs: 0 })]),
+      expect: null,
+    },
+  ];
+  for (const c of cases) {
+    test(c.name, () => {
+      const action = plan(c.state, c.local);
+      if (c.expect === null) {
+        assert.equal(action, null);
+        return;
+      }
+      assert.ok(action !== null);
+      for (const [key, value] of Object.entries(c.expect)) assert.deepEqual((action as Record<string, unknown>)[key], value, key);
+    });
+  }
+
+  test("the reason says which limit and how far it got", () => {
+    const prefill = plan(withPrefill(), running({ taskStartedAtMs: NOW - 2_000 }));
+    assert.ok(prefill?.type === "timeOutTask");
+    assert.match(prefill.reason, /timed out.*prefill timeout of 1000 ms.*256 of 2048/);
+    const decode = plan(state({ tasks: [{ ...task("t1", "Running"), tokensGenerated: 42 }] }), running({ taskDecodeStartedAtMs: NOW - 6_000 }));
+    assert.ok(decode?.type === "timeOutTask");
+    assert.match(decode.reason, /timed out.*decode timeout of 5000 ms.*42 tokens/);
+  });
+});
