@@ -224,6 +224,20 @@ test("tensor data outside the file is refused", () => {
   assertGgufError(path, /not aligned/);
 });
 
+test("tensors that share bytes are refused", () => {
+  const path = tempPath();
+  writeGguf(path, {
+    metadata: [],
+    tensors: [
+      { name: "a", type: GgmlType.F32, dims: [16], data: bytesCounting(64, 1) },
+      { name: "b", type: GgmlType.F32, dims: [16], data: bytesCounting(64, 2) },
+    ],
+  });
+  // Tensor "b"'s offset field: header 24, "a" info 8+1+4+8+4+8 = 33, then "b"'s name, dims and type.
+  patch(path, 24 + 33 + 9 + 4 + 8 + 4, u64Bytes(32n));
+  assertGgufError(path, /tensors "a" and "b" overlap/);
+});
+
 test("absurd counts and lengths fail before anything large is allocated", () => {
   const path = writeOneTensorFile();
   patch(path, 8, u64Bytes(2n ** 40n));

@@ -280,6 +280,18 @@ function resolveTensor(raw: RawTensorInfo, tensorDataOffset: number, alignment: 
   return { name, type: typeId, dims, elementCount, fileOffset, sizeBytes };
 }
 
+/** Two tensors sharing bytes means a corrupt table (llama.cpp insists on consecutive tensors). */
+function assertNoOverlap(tensors: GgufTensorInfo[], path: string): void {
+  const byOffset = tensors.filter((tensor) => tensor.sizeBytes > 0).sort((a, b) => a.fileOffset - b.fileOffset);
+  for (let index = 1; index < byOffset.length; index++) {
+    const previous = byOffset[index - 1]!;
+    const current = byOffset[index]!;
+    if (previous.fileOffset + previous.sizeBytes > current.fileOffset) {
+      throw new GgufError(`${path}: tensors "${previous.name}" and "${current.name}" overlap in the file (corrupt tensor table)`);
+    }
+  }
+}
+
 /** Reads the header, metadata and tensor table of a GGUF file. Throws GgufError on any defect. */
 export function readGguf(path: string): GgufFile {
   const fd = openSync(path, "r");
@@ -318,6 +330,7 @@ export function readGguf(path: string): GgufFile {
       if (tensors.has(raw.name)) throw new GgufError(`${path}: duplicate tensor name "${raw.name}"`);
       tensors.set(raw.name, resolveTensor(raw, tensorDataOffset, alignment, fileSizeBytes, path));
     }
+    assertNoOverlap([...tensors.values()], path);
     return { path, version, metadata, tensors, tensorDataOffset, alignment, fileSizeBytes };
   } catch (error) {
     if (error instanceof GgmlTypeError) throw new GgufError(`${path}: ${error.message}`);

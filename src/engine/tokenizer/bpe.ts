@@ -7,6 +7,8 @@ import { preTokenizerFor } from "./pretokenize.ts";
 
 /** Words whose tokens are remembered; prompts repeat words a lot. Cleared when full. */
 export const BPE_WORD_CACHE_MAX = 65_536;
+/** Longer words (whitespace runs, base64 blobs) are not cached: they rarely repeat and would pin memory. */
+export const BPE_CACHED_WORD_CHARS_MAX = 64;
 
 export class BpeEncoder {
   private readonly ranks = new Map<string, number>();
@@ -36,8 +38,10 @@ export class BpeEncoder {
       let ids = this.cache.get(encoded);
       if (ids === undefined) {
         ids = this.encodeWord(encoded);
-        if (this.cache.size >= BPE_WORD_CACHE_MAX) this.cache.clear();
-        this.cache.set(encoded, ids);
+        if (encoded.length <= BPE_CACHED_WORD_CHARS_MAX) {
+          if (this.cache.size >= BPE_WORD_CACHE_MAX) this.cache.clear();
+          this.cache.set(encoded, ids);
+        }
       }
       for (const id of ids) out.push(id);
     }
