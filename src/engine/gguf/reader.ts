@@ -274,7 +274,7 @@ function resolveTensor(raw: RawTensorInfo, tensorDataOffset: number, alignment: 
   if (fileOffset + sizeBytes > fileSizeBytes) {
     throw new GgufError(
       `${path}: tensor "${name}" data (${sizeBytes} bytes at offset ${fileOffset}) is out of bounds: ` +
-        `the file is ${fileSizeBytes} bytes`,
+        `the file is ${fileSizeBytes} bytes (truncated download?)`,
     );
   }
   return { name, type: typeId, dims, elementCount, fileOffset, sizeBytes };
