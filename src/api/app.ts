@@ -21,6 +21,7 @@ import { cors } from "./middleware/cors.ts";
 import { bodyLimit } from "./middleware/body-limit.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { openAiRouter } from "./openai.ts";
+import { responsesRouter } from "./responses.ts";
 import { ollamaRouter } from "./ollama.ts";
 import { claudeRouter } from "./claude.ts";
 import { TaskStreams } from "./task-stream.ts";
@@ -78,6 +79,7 @@ export function createApp(options: AppOptions): ApiApp {
   app.use("*", apiKeyAuth(options.apiKey ?? null));
   app.use("*", bodyLimit({ maxBytes: options.bodyBytesMax ?? REQUEST_BODY_BYTES_MAX }));
   app.route("/v1", openAiRouter(deps));
+  app.route("/v1", responsesRouter(deps));
   // Ollama clients take a base URL and append /api/…: both /ollama and the bare host work.
   app.route("/ollama/api", ollamaRouter(deps));
   app.route("/api", ollamaRouter(deps));
