@@ -370,18 +370,27 @@ class DownloadJob {
         url = new URL(location, url).href;
         continue;
       }
-      if (response.status !== 200) throw this.httpError(response.status, retryAfterMs(response));
-      const totalBytes = numberHeader(response, "content-length") ?? linkedSizeBytes;
-      if (totalBytes === null) throw new DownloadError("http", `${url}: the server did not say how large the file is`);
-      const etag = normalizeEtag(response.headers.get("etag") ?? linkedEtag);
       const linked = normalizeEtag(linkedEtag);
-      const probe: Probe = {
-        dataUrl: url,
-        totalBytes,
-        etag,
-        linkedSha256: linked !== null && /^[0-9a-f]{64}$/.test(linked) ? linked : null,
-        acceptsRanges: (response.headers.get("accept-ranges") ?? "").toLowerCase().includes("bytes"),
-      };
+      const linkedSha256 = linked !== null && /^[0-9a-f]{64}$/.test(linked) ? linked : null;
+      const crossOrigin = new URL(url).origin !== this.origin;
+      let probe: Probe;
+      if (response.status !== 200 && crossOrigin && linkedSizeBytes !== null) {
+        // Signed CDN links may be valid for GET only; the hub already said what we need, and the
+        // first ranged GET proves that ranges work.
+        probe = { dataUrl: url, totalBytes: linkedSizeBytes, etag: linked, linkedSha256, acceptsRanges: true };
+      } else {
+        if (response.status !== 200) throw this.httpError(response.status, retryAfterMs(response));
+        const totalBytes = numberHeader(response, "content-length") ?? linkedSizeBytes;
+        if (totalBytes === null) throw new DownloadError("http", `${url}: the server did not say how large the file is`);
+        probe = {
+          dataUrl: url,
+          totalBytes,
+          // The hub's hash names the file version; a CDN's own ETag may differ between edges.
+          etag: linked ?? normalizeEtag(response.headers.get("etag")),
+          linkedSha256,
+          acceptsRanges: (response.headers.get("accept-ranges") ?? "").toLowerCase().includes("bytes"),
+        };
+      }
       this.probe = probe;
       return probe;
     }

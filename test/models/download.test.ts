@@ -275,6 +275,21 @@ test("a partial file of another version (ETag changed) is thrown away", async ()
   }
 });
 
+test("a CDN that refuses HEAD and a link that expires mid-way are handled", async () => {
+  const t = await setup();
+  try {
+    t.hub.faults.cdnRefusesHead = true;
+    t.hub.faults.expiredLinkRequests = 1;
+    const result = await downloadFile(t.base);
+    assert.equal(result.sha256, t.sha256);
+    assert.deepEqual(readFileSync(t.destinationPath), t.content);
+    const resolves = t.hub.requests.filter((r) => r.path.includes("/resolve/"));
+    assert.equal(resolves.length, 2, "the expired link was refreshed through the hub");
+  } finally {
+    await t.cleanup();
+  }
+});
+
 test("planChunks covers the file exactly", () => {
   for (const [total, count] of [[10, 4], [1_000_003, 4], [7, 16], [100, 1]] as const) {
     const chunks = planChunks(total, true, count, 1);

@@ -31,6 +31,10 @@ export interface FakeHubFaults {
   servePauseMs: number;
   /** Omit X-Linked-Etag (a server that does not reveal the hash). */
   hideLinkedEtag: boolean;
+  /** The CDN answers 403 to HEAD, as links signed for GET only do. */
+  cdnRefusesHead: boolean;
+  /** The next N CDN GETs answer 403, as an expired signed link does. */
+  expiredLinkRequests: number;
 }
 
 export interface FakeHubRequest {
@@ -55,6 +59,8 @@ export class FakeHub {
     servePieceBytes: 64 * 1024,
     servePauseMs: 0,
     hideLinkedEtag: false,
+    cdnRefusesHead: false,
+    expiredLinkRequests: 0,
   };
   private readonly files = new Map<string, FakeHubFile & { sha256: string }>();
   private readonly bySha = new Map<string, FakeHubFile & { sha256: string }>();
@@ -138,6 +144,11 @@ export class FakeHub {
     const entry = this.bySha.get(sha256);
     if (entry === undefined) return this.answer(record, res, 404, {}, "gone");
     const common = { "Accept-Ranges": "bytes", ETag: `"${entry.sha256}"` };
+    if (req.method === "HEAD" && this.faults.cdnRefusesHead) return this.answer(record, res, 403, {}, "signature does not match");
+    if (req.method === "GET" && this.faults.expiredLinkRequests > 0) {
+      this.faults.expiredLinkRequests -= 1;
+      return this.answer(record, res, 403, {}, "link expired");
+    }
     if (req.method === "GET" && this.faults.rateLimitedRequests > 0) {
       this.faults.rateLimitedRequests -= 1;
       return this.answer(record, res, 429, { "Retry-After": "0" }, "slow down");
