@@ -6,7 +6,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { ModelCard } from "../../src/models/model-card.ts";
 import { staticModelRegistry } from "../../src/models/model-card.ts";
-import type { RunningNode } from "../../src/node/node.ts";
+import type { NodeOptions, RunningNode } from "../../src/node/node.ts";
 import { startNode } from "../../src/node/node.ts";
 import type { ModelId } from "../../src/shared/ids.ts";
 import { silentLogger } from "../../src/shared/logger.ts";
@@ -41,7 +41,15 @@ export interface TestNode {
 }
 
 export async function startTestNode(
-  options: { engineOptions?: Record<string, unknown>; cards?: ModelCard[]; home?: string; watchdogTimeoutMs?: number; dashboardDir?: string } = {},
+  options: {
+    engineOptions?: Record<string, unknown>;
+    cards?: ModelCard[];
+    home?: string;
+    watchdogTimeoutMs?: number;
+    dashboardDir?: string;
+    /** Passed to startNode as is (API key, CORS, task timeouts, a recording logger…). */
+    node?: Partial<NodeOptions>;
+  } = {},
 ): Promise<TestNode> {
   const home = options.home ?? mkdtempSync(path.join(os.tmpdir(), "skein-test-"));
   const cards = options.cards ?? [fakeModelCard(options.engineOptions)];
@@ -55,6 +63,7 @@ export async function startTestNode(
     threads: 1,
     contextSize: null,
     runnerSupervisor: options.watchdogTimeoutMs === undefined ? {} : { watchdogTimeoutMs: options.watchdogTimeoutMs },
+    ...options.node,
     ...(options.dashboardDir === undefined ? {} : { dashboardDir: options.dashboardDir }),
   });
   const events: IndexedEvent[] = [];
