@@ -44,8 +44,15 @@ export interface RaftConfig<P, S> {
   readonly logTailKeep: number;
   /** Compaction runs when applied entries beyond the snapshot exceed logTailKeep + this. */
   readonly compactionBatch: number;
+  /**
+   * Hard cap on entries held beyond the snapshot. Below it, a leader keeps entries that a follower
+   * still making progress needs, so a catching-up follower is not sent one snapshot after another.
+   */
+  readonly logEntriesInMemoryMax: number;
   /** Proposals beyond this many uncommitted entries are refused (a leader cut off from a majority). */
   readonly uncommittedEntriesMax: number;
+  /** Ask for pre-votes before raising the term (default true; the simulation also runs without). */
+  readonly preVote?: boolean;
   /** Pure: folds a committed entry into the snapshot state. */
   readonly applyToSnapshot: (state: S, entry: LogEntry<P>) => S;
   /** Pure: the entry a new leader appends first, which also commits any entries of earlier terms. */
@@ -74,11 +81,22 @@ export interface RaftState<P, S> {
   readonly electionDeadlineMs: number;
   readonly heartbeatDueMs: number;
   readonly votesGranted: readonly NodeId[];
+  /** Pre-vote round in progress (this node included) for term + 1; empty when none. */
+  readonly preVotesGranted: readonly NodeId[];
+  /** Last time a leader of this term was heard from; a node that heard one recently refuses pre-votes. */
+  readonly leaderContactMs: number;
   readonly progress: Readonly<Record<string, PeerProgress>>;
   readonly rngState: number;
 }
 
 export type RaftMessage<P, S> =
+  /**
+   * Pre-vote (Raft thesis §9.6): "would you vote for me in `term`?", asked without raising anyone's
+   * term. A node cut off by a partition cannot win it, so on healing it does not depose a working
+   * leader with its inflated term (the re-election churn exo users see).
+   */
+  | { readonly type: "PreVote"; readonly term: number; readonly lastLogIndex: number; readonly lastLogTerm: number }
+  | { readonly type: "PreVoteReply"; readonly term: number; readonly forTerm: number; readonly granted: boolean }
   | { readonly type: "RequestVote"; readonly term: number; readonly lastLogIndex: number; readonly lastLogTerm: number }
   | { readonly type: "RequestVoteReply"; readonly term: number; readonly granted: boolean }
   | {
@@ -134,6 +152,8 @@ export function initialRaftState<P, S>(config: RaftConfig<P, S>, snapshot: Snaps
     electionDeadlineMs: nowMs,
     heartbeatDueMs: nowMs,
     votesGranted: [],
+    preVotesGranted: [],
+    leaderContactMs: -Infinity,
     progress: {},
     rngState: seed >>> 0,
   };
@@ -171,7 +191,7 @@ export function step<P, S>(config: RaftConfig<P, S>, state: RaftState<P, S>, inp
     default:
       return assertNever(input);
   }
-  s = applyCommitted(config, s, outputs);
+  s = applyCommitted(config, s, nowMs, outputs);
   if (s.role !== state.role || s.term !== state.term || s.leaderId !== state.leaderId) {
     outputs.push({ type: "roleChanged", role: s.role, term: s.term, leaderId: s.leaderId });
   }
@@ -196,18 +216,29 @@ function onTick<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: numbe
     }
     if (nowMs < s.heartbeatDueMs) return s;
     let next: RaftState<P, S> = { ...s, heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
-    for (const peerId of peersOf(config)) next = sendReplication(config, next, peerId, nowMs, out);
+    for (const peerId of peersOf(config)) {
+      // A peer with a message sent less than a heartbeat ago gets the next one with its reply.
+      if (nowMs - (next.progress[peerId]?.sentAtMs ?? -Infinity) >= config.heartbeatIntervalMs) next = sendReplication(config, next, peerId, nowMs, out);
+    }
     return next;
   }
   if (nowMs < s.electionDeadlineMs) return s;
-  return startElection(config, s, nowMs, out);
+  return startPreVote(config, s, nowMs, out);
+}
+
+function startPreVote<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
+  if (majorityOf(config.voterIds.length) <= 1 || config.preVote === false) return startElection(config, s, nowMs, out);
+  const next = withElectionDeadline(config, { ...s, role: "follower", leaderId: null, preVotesGranted: [config.nodeId], votesGranted: [] }, nowMs);
+  const message = { type: "PreVote", term: s.term + 1, lastLogIndex: lastLogIndex(s), lastLogTerm: lastLogTerm(s) } as const;
+  for (const peerId of peersOf(config)) out.push({ type: "send", to: peerId, message });
+  return next;
 }
 
 function startElection<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
   const term = s.term + 1;
   let next: RaftState<P, S> = withElectionDeadline(
     config,
-    { ...s, role: "candidate", term, votedFor: config.nodeId, leaderId: null, votesGranted: [config.nodeId], progress: {} },
+    { ...s, role: "candidate", term, votedFor: config.nodeId, leaderId: null, votesGranted: [config.nodeId], preVotesGranted: [], progress: {} },
     nowMs,
   );
   if (majorityOf(config.voterIds.length) <= 1) return becomeLeader(config, next, nowMs, out);
@@ -222,7 +253,7 @@ function becomeLeader<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs:
   for (const peerId of peersOf(config)) {
     progress[peerId] = { nextIndex: lastLogIndex(s) + 1, matchIndex: -1, sentSeq: 0, sentAtMs: -Infinity, ackedAtMs: nowMs };
   }
-  let next: RaftState<P, S> = { ...s, role: "leader", leaderId: config.nodeId, progress, heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
+  let next: RaftState<P, S> = { ...s, role: "leader", leaderId: config.nodeId, progress, preVotesGranted: [], heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
   // The no-op of this term: committing it commits everything before it (Raft §5.4.2).
   const index = lastLogIndex(next) + 1;
   next = { ...next, log: [...next.log, { term: next.term, index, payload: config.leaderNoop(index, next.term, config.nodeId, nowMs) }] };
@@ -267,11 +298,25 @@ function onReceive<P, S>(
   out: RaftOutput<P, S>[],
 ): RaftState<P, S> {
   let s = state;
-  if (message.term > s.term) {
+  // A pre-vote asks about a term nobody is in yet: it must not raise anyone's term.
+  if (message.term > s.term && message.type !== "PreVote") {
     // A newer term: whatever this node was, it is now a follower of that term with no vote cast.
-    s = { ...s, role: "follower", term: message.term, votedFor: null, leaderId: null, votesGranted: [], progress: {} };
+    s = { ...s, role: "follower", term: message.term, votedFor: null, leaderId: null, votesGranted: [], preVotesGranted: [], progress: {} };
   }
   switch (message.type) {
+    case "PreVote": {
+      const upToDate = message.lastLogTerm > lastLogTerm(s) || (message.lastLogTerm === lastLogTerm(s) && message.lastLogIndex >= lastLogIndex(s));
+      const leaderAlive = s.role === "leader" || (s.leaderId !== null && nowMs - s.leaderContactMs < config.electionTimeoutMinMs);
+      const granted = message.term > s.term && upToDate && !leaderAlive;
+      out.push({ type: "send", to: from, message: { type: "PreVoteReply", term: s.term, forTerm: message.term, granted } });
+      return s;
+    }
+    case "PreVoteReply": {
+      if (!message.granted || message.forTerm !== s.term + 1 || s.role === "leader" || s.preVotesGranted.length === 0) return s;
+      if (s.preVotesGranted.includes(from)) return s;
+      const next = { ...s, preVotesGranted: [...s.preVotesGranted, from] };
+      return next.preVotesGranted.length >= majorityOf(config.voterIds.length) ? startElection(config, next, nowMs, out) : next;
+    }
     case "RequestVote":
       return onRequestVote(config, s, from, message, nowMs, out);
     case "RequestVoteReply":
@@ -331,7 +376,11 @@ function onReplication<P, S>(
   }
   // Same term: the sender is this term's one leader (a candidate of this term lost).
   assert(state.role !== "leader", `two leaders in term ${state.term}: ${from} and this node`);
-  let s: RaftState<P, S> = withElectionDeadline(config, { ...state, role: "follower", leaderId: from, votesGranted: [] }, nowMs);
+  let s: RaftState<P, S> = withElectionDeadline(
+    config,
+    { ...state, role: "follower", leaderId: from, votesGranted: [], preVotesGranted: [], leaderContactMs: nowMs },
+    nowMs,
+  );
   let prevIndex: number;
   let prevTerm: number;
   if (m.type === "InstallSnapshot") {
@@ -449,17 +498,29 @@ function advanceCommit<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>): Raft
 }
 
 /** Emits committed entries not yet applied, then folds old ones into the snapshot. */
-function applyCommitted<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, out: RaftOutput<P, S>[]): RaftState<P, S> {
+function applyCommitted<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
   if (s.commitIndex <= s.appliedIndex) return s;
   const from = s.appliedIndex - s.snapshot.lastIndex;
   const entries = s.log.slice(from, s.commitIndex - s.snapshot.lastIndex);
   assert(entries.length === s.commitIndex - s.appliedIndex, `commit ${s.commitIndex} beyond the log`);
   out.push({ type: "apply", entries });
-  return compact(config, { ...s, appliedIndex: s.commitIndex });
+  return compact(config, { ...s, appliedIndex: s.commitIndex }, nowMs);
 }
 
-function compact<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>): RaftState<P, S> {
-  const foldable = s.appliedIndex - s.snapshot.lastIndex - config.logTailKeep;
+/**
+ * Folds applied entries older than the tail into the snapshot. A leader also keeps what followers
+ * heard from lately still need (up to logEntriesInMemoryMax), so their catch-up is not reset.
+ */
+function compact<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number): RaftState<P, S> {
+  let foldUpToIndex = s.appliedIndex - config.logTailKeep;
+  if (s.role === "leader") {
+    for (const id of peersOf(config)) {
+      const progress = s.progress[id];
+      if (progress !== undefined && nowMs - progress.ackedAtMs <= config.electionTimeoutMaxMs) foldUpToIndex = Math.min(foldUpToIndex, progress.matchIndex);
+    }
+    foldUpToIndex = Math.max(foldUpToIndex, lastLogIndex(s) - config.logEntriesInMemoryMax);
+  }
+  const foldable = Math.min(foldUpToIndex, s.appliedIndex) - s.snapshot.lastIndex;
   if (foldable < config.compactionBatch) return s;
   let state = s.snapshot.state;
   const folded = s.log.slice(0, foldable);

@@ -31,27 +31,36 @@ export function runSeed(seed: number): SeedResult {
     delayMinMs: 1,
     delayMaxMs: 5 + setup.int(80),
   };
-  const sim = new SimCluster({ seed, nodeCount, faults });
+  // Swarm testing: each seed draws its own mix, so some seeds hammer one kind of fault.
+  const rates = {
+    propose: 0.1 + setup.next() * 0.8,
+    partition: setup.next() * 0.02,
+    heal: 0.002 + setup.next() * 0.02,
+    crash: setup.next() * 0.01,
+    restart: 0.002 + setup.next() * 0.03,
+  };
+  const preVote = setup.chance(0.5);
+  const sim = new SimCluster({ seed, nodeCount, faults, config: { preVote } });
   const { prng } = sim;
   const ids = sim.nodes.map((n) => n.id);
 
   // ── safety: faults on ──
   while (sim.nowMs < SAFETY_PHASE_MS) {
     sim.advance();
-    if (prng.chance(0.3)) sim.propose(prng.pick(sim.nodes), 1 + prng.int(3));
-    if (prng.chance(0.004)) {
+    if (prng.chance(rates.propose)) sim.propose(prng.pick(sim.nodes), 1 + prng.int(3));
+    if (prng.chance(rates.partition)) {
       const shuffled = [...ids].sort(() => prng.next() - 0.5);
       const cut = 1 + prng.int(ids.length - 1);
       sim.network.partition([shuffled.slice(0, cut), shuffled.slice(cut)]);
     }
-    if (prng.chance(0.004)) sim.network.heal();
-    if (prng.chance(0.002)) {
+    if (prng.chance(rates.heal)) sim.network.heal();
+    if (prng.chance(rates.crash)) {
       // Kill the master half the time, anyone otherwise.
       const leader = sim.nodes.find((n) => n.raft.role === "leader" && !n.crashed);
       const victim = leader !== undefined && prng.chance(0.5) ? leader : prng.pick(sim.nodes);
       if (!victim.crashed) sim.crash(victim);
     }
-    for (const n of sim.nodes) if (n.crashed && prng.chance(0.01)) sim.restart(n);
+    for (const n of sim.nodes) if (n.crashed && prng.chance(rates.restart)) sim.restart(n);
   }
 
   // ── liveness: heal everything, stop the workload, require convergence ──

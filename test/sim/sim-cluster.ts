@@ -48,6 +48,7 @@ export const simRaftConfig = (nodeId: NodeId, voterIds: readonly NodeId[], overr
   entriesPerMessageMax: 64,
   logTailKeep: 32,
   compactionBatch: 32,
+  logEntriesInMemoryMax: 256,
   uncommittedEntriesMax: 512,
   applyToSnapshot: (state, entry) => apply(state, entry.payload),
   leaderNoop: (index, term, leaderId, nowMs) => ({ idx: index, atMs: nowMs, event: { type: "MasterChanged", nodeId: leaderId, term } }),
