@@ -57,7 +57,7 @@ describe("dashboard in Chromium", { skip, timeout: 90_000 }, () => {
       dashboardDir,
       cards: [
         fakeModelCard({ tokenDelayMs: 5, maxReplyTokens: 60, text: MARKDOWN_REPLY }, MODEL_FAST),
-        fakeModelCard({ tokenDelayMs: 40, text: SLOW_REPLY, prefillDelayMsPerToken: 2 }, MODEL_SLOW),
+        fakeModelCard({ tokenDelayMs: 40, text: SLOW_REPLY, prefillDelayMsPerToken: 2, loadDelayMsPerLayer: 250 }, MODEL_SLOW),
         fakeModelCard({ failDecodeAtStep: 2, tokenDelayMs: 5 }, MODEL_BROKEN),
         fakeModelCard({ loadDelayMsPerLayer: 250 }, MODEL_LOADER),
         fakeModelCard({}, MODEL_LAUNCH),
@@ -69,6 +69,8 @@ describe("dashboard in Chromium", { skip, timeout: 90_000 }, () => {
     page.on("pageerror", (error) => pageErrors.push(String(error)));
     page.setDefaultTimeout(10_000);
     await page.goto(`${node.url}/`);
+    await page.getByRole("button", { name: "Send message" }).waitFor();
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "chat-empty.png") });
   });
 
   after(async () => {
@@ -98,12 +100,13 @@ describe("dashboard in Chromium", { skip, timeout: 90_000 }, () => {
     return (await lastAnswer().getByTestId("answer").textContent()) ?? "";
   }
   /** STOP, then the cluster must have cancelled the task and freed the runner within one second. */
-  async function expectStoppedEverywhere(stop: () => Promise<void>): Promise<void> {
+  async function expectStoppedEverywhere(stop: () => Promise<void>, report: (message: string) => void): Promise<void> {
     const startedMs = performance.now();
     await stop();
     const state = await node.waitFor((s) => modelIdle(s, MODEL_SLOW), "the slow model's task gone and its runner Ready", 1_000);
     const elapsedMs = performance.now() - startedMs;
     assert.ok(elapsedMs <= 1_000, `runner idle after ${elapsedMs.toFixed(0)} ms`);
+    report(`STOP → task gone and runner Ready in ${elapsedMs.toFixed(0)} ms (browser click to server state)`);
     assert.equal(tasksOfModel(state, MODEL_SLOW).length, 0);
     // The same, as a client sees it.
     const wire = (await (await fetch(`${node.url}/state`)).json()) as { tasks: Record<string, { modelId: string }>; runners: Record<string, { status: { kind: string } }> };
@@ -135,18 +138,21 @@ describe("dashboard in Chromium", { skip, timeout: 90_000 }, () => {
     assert.match((await lastAnswer().getByTestId("ttft").textContent()) ?? "", /TTFT \d/);
     assert.match((await lastAnswer().getByTestId("tps").textContent()) ?? "", /[\d.]+ tok\/s/);
     assert.equal(await page.getByTestId("user-message").last().textContent(), "Show me some formatting.");
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "chat-markdown.png") });
   });
 
-  test("STOP mid-stream keeps the partial answer, cancels the task and frees the runner within 1 s", async () => {
+  test("STOP mid-stream keeps the partial answer, cancels the task and frees the runner within 1 s", async (t) => {
     await page.getByRole("button", { name: "New chat" }).click();
     await selectModel(MODEL_SLOW);
     await send("Tell me a long story.");
+    // First use of the model: it is placed and loaded while the answer waits, and the page says so.
+    await page.getByTestId("progress").getByText(/Loading the model · \d\/4 layers/).waitFor();
     await waitForWords(4);
     const stop = stopButton();
     assert.equal(((await stop.textContent()) ?? "").trim(), "Stop");
     assert.equal(await stop.locator("svg rect").count(), 1, "square icon");
     await page.screenshot({ path: path.join(SCREENSHOT_DIR, "chat-streaming.png") });
-    await expectStoppedEverywhere(() => stop.click());
+    await expectStoppedEverywhere(() => stop.click(), (m) => t.diagnostic(m));
     const partial = await answerText();
     assert.ok(partial.startsWith("Streaming words"), partial);
     assert.ok(lastSlowTaskCancelled(), "the task ended Cancelled");
@@ -176,21 +182,30 @@ describe("dashboard in Chromium", { skip, timeout: 90_000 }, () => {
     await page.getByRole("button", { name: "Done" }).click();
   });
 
-  test("regenerate, then STOP", async () => {
+  test("regenerate, then STOP", async (t) => {
     const answersBefore = await page.getByTestId("assistant-message").count();
     await page.getByRole("button", { name: "Regenerate answer" }).click();
     await stopButton().waitFor();
     await waitForWords(3);
     assert.equal(await page.getByTestId("assistant-message").count(), answersBefore, "the answer is replaced, not added");
-    await expectStoppedEverywhere(() => stopButton().click());
+    await expectStoppedEverywhere(() => stopButton().click(), (m) => t.diagnostic(m));
     assert.ok(lastSlowTaskCancelled());
   });
 
-  test("Escape stops the answer", async () => {
+  test("Escape stops the answer", async (t) => {
     await send("Another long one.");
     await waitForWords(3);
-    await expectStoppedEverywhere(() => page.keyboard.press("Escape"));
+    await expectStoppedEverywhere(() => page.keyboard.press("Escape"), (m) => t.diagnostic(m));
     assert.ok(lastSlowTaskCancelled());
+  });
+
+  test("a long prompt shows reading progress, and STOP during it cancels the task", async (t) => {
+    // ~1,500 prompt tokens at 2 ms each, read in chunks of 256: several progress comments.
+    await send(Array.from({ length: 1_500 }, (_, i) => `word${i % 50}`).join(" "));
+    await page.getByTestId("progress").getByText(/Reading your prompt · \d+\/\d+ tokens/).waitFor();
+    await expectStoppedEverywhere(() => stopButton().click(), (m) => t.diagnostic(m));
+    assert.ok(lastSlowTaskCancelled());
+    assert.equal(await answerText().catch(() => ""), "", "stopped before the first token");
   });
 
   test("conversations survive a reload; rename and delete work", async () => {
