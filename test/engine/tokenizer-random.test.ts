@@ -27,10 +27,18 @@ const PIECES = [
 
 const randomText = fc.array(fc.oneof(fc.constantFrom(...PIECES), fc.string({ unit: "grapheme", maxLength: 4 })), { maxLength: 24 }).map((parts) => parts.join(""));
 
-for (const vocab of ["tiny", "qwen3", "tiny-spm"] as const satisfies readonly FixtureVocab[]) {
-  test(`${vocab}: random texts tokenize as in llama.cpp`, async () => {
-    const path = join(directory, `${vocab}.gguf`);
-    writeModelFixture(path, { arch: "qwen3", vocab, nLayer: 1, nEmbd: 32, nHead: 2, nHeadKv: 1, nFf: 32, contextLength: 64, tensorType: GgmlType.Q8_0, tiedOutput: true, seed: 1 });
+const CASES: readonly [FixtureVocab, string | undefined][] = [
+  ["tiny", undefined],
+  ["tiny", "tekken"],
+  ["tiny", "smollm"],
+  ["qwen3", undefined],
+  ["tiny-spm", undefined],
+];
+
+for (const [vocab, tokenizerPre] of CASES) {
+  test(`${vocab}${tokenizerPre === undefined ? "" : ` (${tokenizerPre})`}: random texts tokenize as in llama.cpp`, async () => {
+    const path = join(directory, `${vocab}-${tokenizerPre ?? "own"}.gguf`);
+    writeModelFixture(path, { ...(tokenizerPre === undefined ? {} : { tokenizerPre }), arch: "qwen3", vocab, nLayer: 1, nEmbd: 32, nHead: 2, nHeadKv: 1, nFf: 32, contextLength: 64, tensorType: GgmlType.Q8_0, tiedOutput: true, seed: 1 });
     const tokenizer = Tokenizer.fromGguf(readGguf(path));
     const oracle: LlamaModel = await (await getOracleLlama()).loadModel({ modelPath: path });
     try {

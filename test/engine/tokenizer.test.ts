@@ -38,13 +38,18 @@ function writeVocabFixture(vocab: FixtureVocab, tokenizerPre?: string): string {
   return path;
 }
 
-// The tiny vocabulary again under other pre-tokenizers: llama.cpp's multi-regex "default" split and Llama 3's.
+// The tiny vocabulary again under other pre-tokenizers (llama.cpp's multi-regex "default" split,
+// Llama 3's, SmolLM's, GPT-2's, Falcon's, Mistral Tekken's).
 const VOCABS: readonly [FixtureVocab, string | undefined][] = [
   ["qwen3", undefined],
   ["llama3", undefined],
   ["tiny", undefined],
   ["tiny", "default"],
   ["tiny", "llama-bpe"],
+  ["tiny", "smollm"],
+  ["tiny", "gpt-2"],
+  ["tiny", "falcon"],
+  ["tiny", "tekken"],
   ["tiny-spm", undefined],
 ];
 

@@ -4,6 +4,7 @@
 import type { GgufFile } from "../gguf/reader.ts";
 import { BpeEncoder } from "./bpe.ts";
 import { CHAR_TO_BYTE, byteLevelToBytes } from "./byte-level.ts";
+import { preTokenizerConfig } from "./pretokenize.ts";
 import { SPM_SPACE, SpmEncoder } from "./spm.ts";
 import { Utf8StreamDecoder } from "./utf8-stream.ts";
 import { TokenType, readVocabulary, type Vocabulary } from "./vocabulary.ts";
@@ -64,8 +65,7 @@ export class Tokenizer {
     // Duplicate texts resolve to the last id, as in llama.cpp's token_to_id.
     vocabulary.tokens.forEach((text, id) => this.tokenIds.set(text, id));
     if (vocabulary.model === "gpt2") {
-      const ignoreMerges = ["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"].includes(vocabulary.pre);
-      this.bpe = new BpeEncoder(this.tokenIds, vocabulary.merges, vocabulary.pre, ignoreMerges);
+      this.bpe = new BpeEncoder(this.tokenIds, vocabulary.merges, vocabulary.pre, preTokenizerConfig(vocabulary.pre).ignoreMerges);
       this.spm = null;
     } else {
       this.bpe = null;

@@ -1,5 +1,6 @@
 // The tokenizer description a GGUF file carries (tokenizer.ggml.*), read into plain arrays, with the
 // token attributes llama.cpp derives from it (some tokens are treated as control tokens by their text).
+import { preTokenizerConfig } from "./pretokenize.ts";
 import { GgufError, getBool, getInteger, getNumberArray, getString, getStringArray, hasKey, type GgufFile } from "../gguf/reader.ts";
 
 export enum TokenType {
@@ -58,13 +59,6 @@ const CONTROL_LOOKING_TEXTS: ReadonlySet<string> = new Set([
 // llama.cpp also ends generation at these fill-in-the-middle tokens.
 const FIM_END_TEXTS: ReadonlySet<string> = new Set(["<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<reponame>", "<REPO>"]);
 
-// Byte-level BPE vocabularies whose detokenizing llama.cpp leaves untouched; the others get cleaned.
-const PRE_TOKENIZERS_WITHOUT_SPACE_CLEANING: ReadonlySet<string> = new Set([
-  "deepseek-llm", "deepseek-coder", "deepseek-v3", "command-r", "qwen2", "deepseek-r1-qwen", "qwen35", "poro-chat",
-  "viking", "tekken", "smollm", "chameleon", "gpt-4o", "llama4", "superbpe", "trillion", "bailingmoe", "bailingmoe2",
-  "seed-coder", "hunyuan", "hunyuan-dense", "kimi-k2", "grok-2", "minimax-m2",
-]);
-
 function optionalTokenId(file: GgufFile, key: string, tokenCount: number): number | null {
   if (!hasKey(file, key)) return null;
   const id = getInteger(file, key);
@@ -110,8 +104,8 @@ export function readVocabulary(file: GgufFile): Vocabulary {
   const eosTokenId = hasKey(file, "tokenizer.ggml.eos_token_id") ? optionalTokenId(file, "tokenizer.ggml.eos_token_id", tokenCount) : isSentencePiece ? 2 : null;
   const unknownTokenId = hasKey(file, "tokenizer.ggml.unknown_token_id") ? optionalTokenId(file, "tokenizer.ggml.unknown_token_id", tokenCount) : isSentencePiece ? 0 : null;
   const pre = getString(file, "tokenizer.ggml.pre", "default");
-  const llama3Like = ["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"].includes(pre);
-  const addBos = getBool(file, "tokenizer.ggml.add_bos_token", isSentencePiece || llama3Like);
+  const preConfig = preTokenizerConfig(pre);
+  const addBos = getBool(file, "tokenizer.ggml.add_bos_token", isSentencePiece || (model === "gpt2" && preConfig.addBosByDefault));
   const addEos = getBool(file, "tokenizer.ggml.add_eos_token", false);
   const addSpacePrefix = getBool(file, "tokenizer.ggml.add_space_prefix", isSentencePiece);
 
@@ -144,7 +138,7 @@ export function readVocabulary(file: GgufFile): Vocabulary {
     addBos,
     addEos,
     addSpacePrefix,
-    cleanSpaces: model === "gpt2" && !PRE_TOKENIZERS_WITHOUT_SPACE_CLEANING.has(pre),
+    cleanSpaces: model === "gpt2" && preConfig.cleanSpaces,
     endOfGenerationTokenIds: endOfGeneration,
     chatTemplate: hasKey(file, "tokenizer.chat_template") ? getString(file, "tokenizer.chat_template") : null,
   };
