@@ -6,7 +6,7 @@ import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import type { DownloadFileOptions } from "../../src/models/download.ts";
-import { DownloadError, downloadFile, hubEndpoint, hubFileUrl, partialPathOf, partialStatePathOf, planChunks } from "../../src/models/download.ts";
+import { DownloadError, downloadFile, freeBytesOf, hubEndpoint, hubFileUrl, partialPathOf, partialStatePathOf, planChunks } from "../../src/models/download.ts";
 import { FakeHub } from "../support/fake-hub.ts";
 
 const REPO = "owner/model-GGUF";
@@ -298,4 +298,8 @@ test("planChunks covers the file exactly", () => {
     for (let i = 1; i < chunks.length; i++) assert.equal(chunks[i]!.start, chunks[i - 1]!.end);
   }
   assert.equal(planChunks(1 << 30, false, 4, 1).length, 1);
+});
+
+test("free space is read from the file system", async () => {
+  assert.ok((await freeBytesOf(os.tmpdir())) > 0);
 });

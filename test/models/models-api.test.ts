@@ -54,7 +54,7 @@ async function setup() {
   const status = (id: string) => cluster.state.downloads[cluster.nodeId]?.[id]?.status;
   const models = async () => ((await (await api.app.request("/models")).json()) as { data: Record<string, unknown>[] }).data;
   return {
-    hub, cluster, events, service, api, status, models,
+    hub, cluster, events, service, api, status, models, alphaSha256: a.sha256,
     async cleanup() {
       await service.stop();
       await hub.close();
@@ -146,4 +146,38 @@ test("without a model store, GET /models lists the fixed registry and downloads 
   const data = ((await (await api.app.request("/models")).json()) as { data: Record<string, unknown>[] }).data;
   assert.deepEqual(data.map((m) => m.id), ["fixed"]);
   assert.equal((await api.app.request("/models/fixed/download", { method: "POST" })).status, 503);
+});
+
+test("progress events are throttled to one per interval while bytes keep arriving", async () => {
+  const t = await setup();
+  const home = mkdtempSync(path.join(os.tmpdir(), "skein-models-throttle-"));
+  try {
+    let nowMs = 0;
+    const stamps: { status: string; atMs: number }[] = [];
+    const registry = new LocalModelRegistry({
+      home,
+      bundled: null,
+      catalog: [entry("alpha", "org/alpha", "alpha.gguf", t.alphaSha256)],
+      env: { HF_ENDPOINT: t.hub.url },
+      download: { retryBaseDelayMs: 1, freeBytes: async () => 1e12, progressIntervalMs: 0 },
+    });
+    t.hub.faults.servePieceBytes = 4 * 1024;
+    // A FakeClock that moves 100 ms at every reading.
+    const service = new NodeModelDownloads({
+      registry,
+      nodeId: t.cluster.nodeId,
+      sink: { sendWorkerEvent: (e) => { if (e.type === "NodeDownloadProgress") stamps.push({ status: e.progress.status, atMs: nowMs }); } },
+      nowMs: () => (nowMs += 100),
+      progressIntervalMs: 250,
+    });
+    assert.equal(service.startDownload("alpha"), "started");
+    assert.equal(service.startDownload("alpha"), "running");
+    await waitUntil(() => stamps.at(-1)?.status === "complete", "complete");
+    const ticks = stamps.filter((s) => s.status === "downloading");
+    assert.ok(ticks.length >= 2, `${ticks.length} downloading events`);
+    for (let i = 1; i < ticks.length; i++) assert.ok(ticks[i]!.atMs - ticks[i - 1]!.atMs >= 250);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+    await t.cleanup();
+  }
 });
