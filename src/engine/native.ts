@@ -75,7 +75,9 @@ export interface NativeAddon {
   testDot(type: number, weights: Uint8Array, rows: number, cols: number, x: Float32Array, simd: boolean): Float32Array;
   dequantize(type: number, bytes: Uint8Array, n: number): Float32Array;
   /** Threaded matmul: x is n rows of cols floats; the result is n rows of `rows` floats. */
-  matmul(type: number, weights: Uint8Array, rows: number, cols: number, x: Float32Array, n: number): Float32Array;
+  matmul(type: number, weights: Uint8Array, rows: number, cols: number, x: Float32Array, n: number, packed?: boolean): Float32Array;
+  /** Benchmark form: the fastest of `reps` runs, in milliseconds. */
+  matmul(type: number, weights: Uint8Array, rows: number, cols: number, x: Float32Array, n: number, packed: boolean, reps: number): number;
   blockSizes(): Record<string, number>;
 }
 

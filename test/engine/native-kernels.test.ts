@@ -72,7 +72,7 @@ test("block sizes of the addon match the TypeScript traits", () => {
 });
 
 test("the addon reports which kernels it selected", () => {
-  assert.match(native.isa(), /^(avx2|neon|generic)$/);
+  assert.match(native.isa(), /^(avx2(\+avxvnni|\+avx512vnni)?|neon|generic)$/);
 });
 
 for (const type of TYPES) {
@@ -137,4 +137,22 @@ test("bad arguments throw instead of crashing", () => {
   assert.throws(() => native.testDot(99, new Uint8Array(10), 1, 32, new Float32Array(32), true), /unsupported type 99/);
   assert.throws(() => native.matmul(GgmlType.Q4_0, new Uint8Array(10), 4, 32, new Float32Array(32), 1), /bad weight shape/);
   assert.throws(() => native.dequantize(GgmlType.Q4_0, new Uint8Array(18), 33), /bad length/);
+});
+
+test("repacked 8-row kernels agree with the row-by-row kernels (decode and prefill shapes)", () => {
+  const rows = 64;
+  const cols = 512;
+  const w = randomVector(rows * cols, 21);
+  for (const type of [GgmlType.Q4_0, GgmlType.Q8_0]) {
+    const bytes = encode(type, w);
+    for (const n of [1, 3, 9]) {
+      const x = randomVector(n * cols, 30 + n);
+      const plain = native.matmul(type, bytes, rows, cols, x, n);
+      const packed = native.matmul(type, bytes, rows, cols, x, n, true);
+      for (let i = 0; i < plain.length; i++) {
+        // Same integer sums; only the float order of the per-block scaling differs.
+        assert.ok(Math.abs(plain[i]! - packed[i]!) <= 1e-4 * (1 + Math.abs(plain[i]!)), `${ggmlTypeTraits(type).name} n=${n} i=${i}: ${plain[i]} vs ${packed[i]}`);
+      }
+    }
+  }
 });

@@ -2,6 +2,8 @@
 // the runner process owns its event loop and checks for cancellation between calls.
 #include <napi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <memory>
 
 #include "blocks.h"
@@ -304,8 +306,24 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   t.ne0 = cols;
   t.ne1 = rows;
   t.rowBytes = row_bytes(tr, cols);
+  const bool packIt = info.Length() > 6 && info[6].ToBoolean().Value();
+  // benchReps > 0: run that many times and return the fastest wall time in ms instead of the result.
+  const int benchReps = info.Length() > 7 && info[7].IsNumber() ? info[7].As<Napi::Number>().Int32Value() : 0;
+  if (packIt) pack_tensor(t);
   Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)rows * n);
-  matmul(t, x.Data(), n, out.Data(), rows, false);
+  double best = 1e30;
+  try {
+    for (int rep = 0; rep < std::max(1, benchReps); rep++) {
+      const auto t0 = std::chrono::steady_clock::now();
+      matmul(t, x.Data(), n, out.Data(), rows, false);
+      best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+  } catch (...) {
+    free_packed(t);
+    throw;
+  }
+  free_packed(t);
+  if (benchReps > 0) return Napi::Number::New(env, best);
   return out;
 }
 

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "fp16.h"
+#include "kernels/packed.h"
 #include "threadpool.h"
 
 namespace skein {
@@ -76,19 +77,35 @@ void parallel_for(int n, int minPerThread, F&& fn) {
   p.run(task);
 }
 
-// The activation rows converted once into the weight's partner type.
+// The activation rows converted once into the weight's partner type (and, for q8_0, also into
+// the layout of the packed kernels).
 struct QuantizedActs {
   const uint8_t* data;
   size_t stride;
+  PackedActs packed;
 };
+
+std::vector<uint8_t> g_packedQs;
+std::vector<float> g_packedD;
 
 QuantizedActs quantize_acts(TypeId partner, const float* x, int n, int64_t k) {
   const TypeTraits* pt = type_traits(partner);
-  if (partner == T_F32) return {(const uint8_t*)x, (size_t)k * 4};
+  if (partner == T_F32) return {(const uint8_t*)x, (size_t)k * 4, PackedActs{}};
   const size_t stride = row_bytes(pt, k);
   uint8_t* buf = grow(g_scratch.quant[partner], stride * (size_t)n);
-  parallel_for(n, 4, [&](int t) { pt->fromFloat(x + (size_t)t * k, buf + stride * t, k); });
-  return {buf, stride};
+  PackedActs pa{};
+  if (partner == T_Q8_0) {
+    const int64_t nb = k / QK8_0;
+    pa.qs = grow(g_packedQs, (size_t)(n * nb * 32));
+    pa.d = grow(g_packedD, (size_t)(n * nb));
+    pa.qsStride = (size_t)nb * 32;
+    pa.dStride = (size_t)nb;
+  }
+  parallel_for(n, 4, [&](int t) {
+    pt->fromFloat(x + (size_t)t * k, buf + stride * t, k);
+    if (partner == T_Q8_0) pack_acts_q8_0(buf + stride * t, k / QK8_0, (uint8_t*)pa.qs + pa.qsStride * t, (float*)pa.d + pa.dStride * t);
+  });
+  return {buf, stride, pa};
 }
 
 struct MatJob {
@@ -112,9 +129,9 @@ void run_matmuls(const MatJob* jobs, int nJobs, int n) {
     // Prefill: a chunk's rows stay in L1 while every group of tokens passes over them.
     size_t maxRowBytes = 1;
     for (int j = 0; j < nJobs; j++) maxRowBytes = std::max(maxRowBytes, jobs[j].w->rowBytes);
-    chunk = std::min<int64_t>(64, std::max<int64_t>(4, (int64_t)(16384 / maxRowBytes)));
+    chunk = std::min<int64_t>(64, std::max<int64_t>(8, (int64_t)(16384 / maxRowBytes)));
   }
-  chunk = (chunk + 3) & ~int64_t(3);
+  chunk = (chunk + 7) & ~int64_t(7);  // packed tensors work in groups of 8 rows
   // Chunks never straddle jobs: a chunk index maps to (job, first row).
   std::vector<int64_t> firstChunk(nJobs + 1, 0);
   for (int j = 0; j < nJobs; j++) firstChunk[j + 1] = firstChunk[j] + (jobs[j].w->ne1 + chunk - 1) / chunk;
@@ -131,6 +148,21 @@ void run_matmuls(const MatJob* jobs, int nJobs, int n) {
       const int64_t r0 = (c - firstChunk[j]) * chunk;
       const int64_t r1 = std::min<int64_t>(r0 + chunk, w.ne1);
       const int k = (int)w.ne0;
+      if (w.packKind != PACK_NONE) {
+        const PackedKernels& pk = packed_kernels();
+        const packed_gemm_fn gemm = w.packKind == PACK_Q4_0x8 ? pk.q4_0x8 : pk.q8_0x8;
+        const int64_t nb = w.ne0 / QK8_0;
+        const size_t groupBytes = (size_t)nb * (w.packKind == PACK_Q4_0x8 ? sizeof(block_q4_0x8) : sizeof(block_q8_0x8));
+        for (int t0 = 0; t0 < n; t0 += 4) {
+          const int tn = std::min(4, n - t0);
+          PackedActs a = job.x.packed;
+          a.qs += a.qsStride * t0;
+          a.d += a.dStride * t0;
+          for (int64_t r = r0; r < r1; r += 8)
+            gemm(nb, w.packed + (size_t)(r / 8) * groupBytes, a, tn, job.out + job.outStride * t0 + r, job.outStride, job.accumulate);
+        }
+        continue;
+      }
       const dot_tile_fn tile = w.tr->tile;
       if (tile != nullptr) {
         // Decode: 4 rows share each activation block. Prefill: 2 rows × 4 tokens share unpacking.
@@ -297,6 +329,7 @@ Model::Model(const std::string& path, const ModelConfig& cfg, const std::vector<
       else if (d.role == "attn_k_norm") L.kNorm = loadVector(d, cfg.headDim);
       else throw ModelError("unknown tensor role " + d.role);
     }
+    layerReady_.assign(layers_.size(), false);
     for (int il = cfg.layerStart; il < cfg.layerEnd; il++) {
       const LayerWeights& L = layers_[il - cfg.layerStart];
       const std::string p = "blk." + std::to_string(il) + ".";
@@ -320,6 +353,13 @@ Model::Model(const std::string& path, const ModelConfig& cfg, const std::vector<
 Model::~Model() { unmapAll(); }
 
 void Model::unmapAll() {
+  auto freePacked = [](Tensor& t) {
+    if (t.packed != nullptr) munmap(t.packed, t.packedBytes);
+    t.packed = nullptr;
+  };
+  for (LayerWeights& L : layers_)
+    for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.wGate, &L.wUp, &L.wDown}) freePacked(*t);
+  freePacked(output_);
   for (auto& kv : regions_) munmap(kv.second.first.base, kv.second.first.len);
   regions_.clear();
   mappedBytes_ = 0;
@@ -387,6 +427,52 @@ std::vector<float> Model::loadVector(const TensorDesc& d, int64_t expected) {
   return out;
 }
 
+void Model::pack(Tensor& t, bool releaseFilePages) {
+  if (t.packKind != PACK_NONE || !t.present()) return;
+  if (!pack_tensor(t)) return;
+  if (releaseFilePages) {
+    // The file pages are no longer read: drop them from this process's resident set.
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t start = ((uintptr_t)t.data + page - 1) & ~(page - 1);
+    const uintptr_t end = ((uintptr_t)t.data + t.rowBytes * (size_t)t.ne1) & ~(page - 1);
+    if (end > start) madvise((void*)start, end - start, MADV_DONTNEED);
+  }
+}
+
+bool pack_tensor(Tensor& t) {
+  if (t.ne1 % 8 != 0) return false;
+  const PackedKernels& pk = packed_kernels();
+  int kind = PACK_NONE;
+  if (t.type == T_Q4_0 && pk.q4_0x8 != nullptr) kind = PACK_Q4_0x8;
+  if (t.type == T_Q8_0 && pk.q8_0x8 != nullptr) kind = PACK_Q8_0x8;
+  if (kind == PACK_NONE) return false;
+  const int64_t nb = t.ne0 / QK8_0;
+  const size_t blockBytes = kind == PACK_Q4_0x8 ? sizeof(block_q4_0x8) : sizeof(block_q8_0x8);
+  const size_t bytes = (size_t)(t.ne1 / 8) * (size_t)nb * blockBytes;
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw ModelError("cannot allocate " + std::to_string(bytes) + " bytes for repacked weights");
+  if (kind == PACK_Q4_0x8) repack_q4_0x8(t.data, t.rowBytes, t.ne1, nb, p);
+  else repack_q8_0x8(t.data, t.rowBytes, t.ne1, nb, p);
+  t.packed = (uint8_t*)p;
+  t.packedBytes = bytes;
+  t.packKind = kind;
+  return true;
+}
+
+void free_packed(Tensor& t) {
+  if (t.packed != nullptr) munmap(t.packed, t.packedBytes);
+  t.packed = nullptr;
+  t.packKind = PACK_NONE;
+}
+
+void Model::ensureLayerReady(int layer) {
+  const int i = layer - cfg_.layerStart;
+  if (layerReady_[i]) return;
+  LayerWeights& L = layers_[i];
+  for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.wGate, &L.wUp, &L.wDown}) pack(*t, true);
+  layerReady_[i] = true;
+}
+
 void Model::prefetch(const Tensor& t) {
   if (!t.present()) return;
   const size_t bytes = t.rowBytes * (size_t)t.ne1;
@@ -397,13 +483,20 @@ void Model::prefetch(const Tensor& t) {
 
 void Model::prefetchLayer(int layer) {
   if (layer < cfg_.layerStart || layer >= cfg_.layerEnd) throw ModelError("layer outside the shard");
+  ensureLayerReady(layer);
   const LayerWeights& L = layers_[layer - cfg_.layerStart];
-  for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.wGate, &L.wUp, &L.wDown}) prefetch(*t);
+  for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.wGate, &L.wUp, &L.wDown})
+    if (t->packKind == PACK_NONE) prefetch(*t);
 }
 
 void Model::prefetchRest() {
-  prefetch(tokEmbd_);
-  prefetch(output_);
+  // Token embeddings are read a row at a time: only the rows used become resident.
+  if (output_.present() && !headReady_) {
+    // A tied head shares its pages with the embeddings, which stay in use.
+    pack(output_, output_.data != tokEmbd_.data);
+    headReady_ = true;
+  }
+  if (output_.packKind == PACK_NONE) prefetch(output_);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -427,6 +520,7 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
   if (pos < 0 || n <= 0 || pos + n > kv.nCtx())
     throw ModelError("positions " + std::to_string(pos) + ".." + std::to_string(pos + n) +
                      " do not fit the context of " + std::to_string(kv.nCtx()));
+  ensureLayerReady(il);
   const LayerWeights& L = layers_[il - c.layerStart];
   const int nEmbd = c.nEmbd, hd = c.headDim;
   const int64_t qDim = (int64_t)c.nHead * hd, kvDim = (int64_t)c.nHeadKv * hd;
@@ -580,6 +674,10 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
 void Model::head(const float* x, int n, int first, float* logits) {
   if (!output_.present()) throw ModelError("this shard has no output head (not the last stage)");
   if (first < 0 || first >= n) throw ModelError("invalid head row range");
+  if (!headReady_) {
+    pack(output_, output_.data != tokEmbd_.data);
+    headReady_ = true;
+  }
   const int rows = n - first;
   const int nEmbd = cfg_.nEmbd;
   float* xn = grow(g_scratch.tmp, (size_t)rows * nEmbd);

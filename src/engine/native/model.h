@@ -23,6 +23,11 @@ struct Tensor {
   int64_t ne0 = 0;  // elements per row
   int64_t ne1 = 0;  // rows
   size_t rowBytes = 0;
+  // Set once the rows were repacked in groups of 8 (kernels/packed.h); the forward pass then uses
+  // only the packed copy and the file pages of `data` are released.
+  int packKind = 0;
+  uint8_t* packed = nullptr;
+  size_t packedBytes = 0;
   bool present() const { return data != nullptr; }
 };
 
@@ -94,6 +99,10 @@ class Model {
 
  private:
   Tensor mapTensor(const TensorDesc& d, bool needsDot);
+  void pack(Tensor& t, bool releaseFilePages);
+  void ensureLayerReady(int layer);
+  std::vector<bool> layerReady_;
+  bool headReady_ = false;
   std::vector<float> loadVector(const TensorDesc& d, int64_t expected);
   void prefetch(const Tensor& t);
 
@@ -115,5 +124,8 @@ class Model {
 // Multiplies n activation rows (floats, `k` wide, stride k) by the weight, writing or adding
 // out[t * outStride + r]. Exposed for tests and the benchmark.
 void matmul(const Tensor& w, const float* x, int n, float* out, int64_t outStride, bool accumulate);
+// Repacks a tensor for the packed kernels when its type and shape allow (tests, benchmarks).
+bool pack_tensor(Tensor& t);
+void free_packed(Tensor& t);
 
 }  // namespace skein

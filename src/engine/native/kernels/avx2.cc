@@ -168,111 +168,11 @@ SKEIN_AVX2 void dot_q5_1_q8_1(int n, float* s, const void* vx, const void* vy) {
 }
 
 
-// ---- q8_0-partner tiles ---------------------------------------------------------------------
-// Weights become unsigned bytes (q + OFF); maddubs(u, y) - maddubs(OFF, y) is then the signed
-// product sum in 16-bit lanes without the two sign instructions per pair, and the offset term is
-// computed once per activation block for all R rows. q8_0 weights are already signed: the usual
-// abs/sign pairing. Each (row, token) keeps one accumulator in block order, so any tile shape
-// produces the bits of a single dot.
-struct UQ4_0 {
-  using B = block_q4_0;
-  static constexpr int OFF = 8;
-  static constexpr bool SIGNED = false;
-  SKEIN_AVX2 static inline __m256i unpack(const B* b) { return unpack_nibbles(b->qs); }
-};
-struct UQ5_0 {
-  using B = block_q5_0;
-  static constexpr int OFF = 16;
-  static constexpr bool SIGNED = false;
-  SKEIN_AVX2 static inline __m256i unpack(const B* b) {
-    return _mm256_or_si256(unpack_nibbles(b->qs), _mm256_and_si256(expand_bits(b->qh), _mm256_set1_epi8(0x10)));
-  }
-};
-struct UQ8_0 {
-  using B = block_q8_0;
-  static constexpr int OFF = 0;
-  static constexpr bool SIGNED = true;
-  SKEIN_AVX2 static inline __m256i unpack(const B* b) { return _mm256_loadu_si256((const __m256i*)b->qs); }
-};
-
-template <typename U, int R, int T>
-SKEIN_AVX2 static void tile_kernel(int n, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os,
-                                   bool accumulate) {
-  const int nb = n / QK8_0;
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[R][T];
-  for (int r = 0; r < R; r++)
-    for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
-  for (int b = 0; b < nb; b++) {
-    __m256i yv[T], yoff[T];
-    float dy[T];
-    for (int t = 0; t < T; t++) {
-      const block_q8_0* yb = (const block_q8_0*)(y + (size_t)t * ys) + b;
-      yv[t] = _mm256_loadu_si256((const __m256i*)yb->qs);
-      dy[t] = h2f(yb->d);
-      if (!U::SIGNED) yoff[t] = _mm256_maddubs_epi16(_mm256_set1_epi8(U::OFF), yv[t]);
-    }
-    for (int r = 0; r < R; r++) {
-      const typename U::B* wb = (const typename U::B*)(w + (size_t)r * ws) + b;
-      const float dw = h2f(wb->d);
-      const __m256i wv = U::unpack(wb);
-      if (U::SIGNED) {
-        const __m256i aw = _mm256_sign_epi8(wv, wv);
-        for (int t = 0; t < T; t++) {
-          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(yv[t], wv)), ones);
-          acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dy[t]), _mm256_cvtepi32_ps(p), acc[r][t]);
-        }
-      } else {
-        for (int t = 0; t < T; t++) {
-          const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(wv, yv[t]), yoff[t]);
-          const __m256i p = _mm256_madd_epi16(p16, ones);
-          acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dy[t]), _mm256_cvtepi32_ps(p), acc[r][t]);
-        }
-      }
-    }
-  }
-  for (int r = 0; r < R; r++)
-    for (int t = 0; t < T; t++) {
-      const float s = hsum8(acc[r][t]);
-      float* o = out + (int64_t)t * os + r;
-      *o = accumulate ? *o + s : s;
-    }
-}
-
-template <typename U>
-SKEIN_AVX2 static void tile_dispatch(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys,
-                                     float* out, int64_t os, bool acc) {
-  switch (R * 8 + T) {
-    case 1 * 8 + 1: return tile_kernel<U, 1, 1>(n, w, ws, y, ys, out, os, acc);
-    case 2 * 8 + 1: return tile_kernel<U, 2, 1>(n, w, ws, y, ys, out, os, acc);
-    case 4 * 8 + 1: return tile_kernel<U, 4, 1>(n, w, ws, y, ys, out, os, acc);
-    case 1 * 8 + 4: return tile_kernel<U, 1, 4>(n, w, ws, y, ys, out, os, acc);
-    case 2 * 8 + 4: return tile_kernel<U, 2, 4>(n, w, ws, y, ys, out, os, acc);
-    case 2 * 8 + 2: return tile_kernel<U, 2, 2>(n, w, ws, y, ys, out, os, acc);
-    default:
-      for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) tile_kernel<U, 1, 1>(n, w + (size_t)r * ws, ws, y + (size_t)t * ys, ys, out + (int64_t)t * os + r, os, acc);
-  }
-}
-
-void tile_q4_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc) {
-  tile_dispatch<UQ4_0>(n, R, T, w, ws, y, ys, out, os, acc);
-}
-void tile_q5_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc) {
-  tile_dispatch<UQ5_0>(n, R, T, w, ws, y, ys, out, os, acc);
-}
-void tile_q8_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc) {
-  tile_dispatch<UQ8_0>(n, R, T, w, ws, y, ys, out, os, acc);
-}
-void dot_q4_0_q8_0(int n, float* s, const void* x, const void* y) {
-  tile_kernel<UQ4_0, 1, 1>(n, (const uint8_t*)x, 0, (const uint8_t*)y, 0, s, 0, false);
-}
-void dot_q5_0_q8_0(int n, float* s, const void* x, const void* y) {
-  tile_kernel<UQ5_0, 1, 1>(n, (const uint8_t*)x, 0, (const uint8_t*)y, 0, s, 0, false);
-}
-void dot_q8_0_q8_0(int n, float* s, const void* x, const void* y) {
-  tile_kernel<UQ8_0, 1, 1>(n, (const uint8_t*)x, 0, (const uint8_t*)y, 0, s, 0, false);
-}
+#define SKEIN_TILE_TARGET SKEIN_AVX2
+#define SKEIN_TILE_DOT(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+#include "tile_q8p.inc"
+#undef SKEIN_TILE_TARGET
+#undef SKEIN_TILE_DOT
 
 // The 8 six-bit scales and mins of a q4_K / q5_K block.
 static inline void scales_mins_k4(const uint8_t* q, uint8_t* sc, uint8_t* m) {
@@ -408,6 +308,26 @@ SKEIN_AVX2 void dot_q6_K_q8_K(int n, float* s, const void* vx, const void* vy) {
 }
 
 }  // namespace avx2
+
+// AVX-VNNI (Alder Lake, Sapphire Rapids, Zen 5): dpbusd replaces maddubs + madd.
+namespace avxvnni {
+using namespace avx2;
+#define SKEIN_TILE_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define SKEIN_TILE_DOT(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
+#include "tile_q8p.inc"
+#undef SKEIN_TILE_TARGET
+#undef SKEIN_TILE_DOT
+}  // namespace avxvnni
+
+// AVX512-VNNI at 256 bits (Ice Lake, Zen 4 and later servers).
+namespace avx512vnni {
+using namespace avx2;
+#define SKEIN_TILE_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+#define SKEIN_TILE_DOT(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+#include "tile_q8p.inc"
+#undef SKEIN_TILE_TARGET
+#undef SKEIN_TILE_DOT
+}  // namespace avx512vnni
 }  // namespace skein
 #else
 namespace skein {

@@ -109,6 +109,24 @@ void tile_q5_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* 
 void tile_q8_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
 }  // namespace avx2
 
+// Same tiles with VNNI dot products (avx2.cc); selected when the CPU has them.
+#define SKEIN_DECLARE_TILES                                                                                    \
+  void tile_q4_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, \
+                 bool acc);                                                                                     \
+  void tile_q5_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, \
+                 bool acc);                                                                                     \
+  void tile_q8_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, \
+                 bool acc);                                                                                     \
+  void dot_q4_0_q8_0(int n, float* s, const void* x, const void* y);                                           \
+  void dot_q5_0_q8_0(int n, float* s, const void* x, const void* y);                                           \
+  void dot_q8_0_q8_0(int n, float* s, const void* x, const void* y);
+namespace avxvnni {
+SKEIN_DECLARE_TILES
+}
+namespace avx512vnni {
+SKEIN_DECLARE_TILES
+}
+
 namespace neon {
 bool compiled();
 void dot_q4_0_q8_0(int n, float* s, const void* x, const void* y);

@@ -1,5 +1,6 @@
 // The traits table: one row per supported tensor type. Adding a type means adding a row here and
 // its kernels; a type without a row is refused at load with an error that names it.
+#include <cstdlib>
 #include <mutex>
 
 #include "../fp16.h"
@@ -55,6 +56,21 @@ static void init_once() {
     g_traits[T_Q4_0].tile = avx2::tile_q4_0;
     g_traits[T_Q5_0].tile = avx2::tile_q5_0;
     g_traits[T_Q8_0].tile = avx2::tile_q8_0;
+#define SKEIN_USE_TILES(ns, label)                    \
+  g_isa = label;                                      \
+  g_traits[T_Q4_0].dot = ns::dot_q4_0_q8_0;           \
+  g_traits[T_Q5_0].dot = ns::dot_q5_0_q8_0;           \
+  g_traits[T_Q8_0].dot = ns::dot_q8_0_q8_0;           \
+  g_traits[T_Q4_0].tile = ns::tile_q4_0;              \
+  g_traits[T_Q5_0].tile = ns::tile_q5_0;              \
+  g_traits[T_Q8_0].tile = ns::tile_q8_0;
+    if (std::getenv("SKEIN_NO_VNNI") == nullptr) {
+      if (__builtin_cpu_supports("avxvnni")) {
+        SKEIN_USE_TILES(avxvnni, "avx2+avxvnni")
+      } else if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
+        SKEIN_USE_TILES(avx512vnni, "avx2+avx512vnni")
+      }
+    }
   }
 #endif
   if (neon::compiled()) {

@@ -1,0 +1,108 @@
+#include "packed.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "../fp16.h"
+#include "kernels.h"
+
+namespace skein {
+
+void repack_q4_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst) {
+  block_q4_0x8* out = (block_q4_0x8*)dst;
+  for (int64_t g = 0; g < rows / 8; g++) {
+    for (int64_t b = 0; b < nb; b++) {
+      block_q4_0x8& o = out[g * nb + b];
+      for (int r = 0; r < 8; r++) {
+        const block_q4_0* s = (const block_q4_0*)(src + (size_t)(g * 8 + r) * rowBytes) + b;
+        o.d[r] = s->d;
+        int sum = 0;
+        for (int j = 0; j < 16; j++) sum += (s->qs[j] & 0x0F) + (s->qs[j] >> 4) - 16;
+        o.wsum[r] = (int16_t)sum;
+        for (int k = 0; k < 4; k++) std::memcpy(o.qs + 32 * k + 4 * r, s->qs + 4 * k, 4);
+      }
+    }
+  }
+}
+
+void repack_q8_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst) {
+  block_q8_0x8* out = (block_q8_0x8*)dst;
+  for (int64_t g = 0; g < rows / 8; g++) {
+    for (int64_t b = 0; b < nb; b++) {
+      block_q8_0x8& o = out[g * nb + b];
+      for (int r = 0; r < 8; r++) {
+        const block_q8_0* s = (const block_q8_0*)(src + (size_t)(g * 8 + r) * rowBytes) + b;
+        o.d[r] = s->d;
+        int sum = 0;
+        for (int j = 0; j < 32; j++) sum += s->qs[j];
+        o.wsum[r] = (int16_t)sum;
+        for (int k = 0; k < 8; k++) std::memcpy(o.qs + 32 * k + 4 * r, s->qs + 4 * k, 4);
+      }
+    }
+  }
+}
+
+void pack_acts_q8_0(const void* q8, int64_t nb, uint8_t* qsOut, float* dOut) {
+  const block_q8_0* y = (const block_q8_0*)q8;
+  for (int64_t b = 0; b < nb; b++) {
+    for (int j = 0; j < 32; j++) qsOut[b * 32 + j] = (uint8_t)(y[b].qs[j] ^ 0x80);
+    dOut[b] = fp16_to_f32(y[b].d);
+  }
+}
+
+static PackedKernels g_packed;
+static std::once_flag g_packed_once;
+
+const PackedKernels& packed_kernels() {
+  std::call_once(g_packed_once, [] {
+    init_kernels();
+#if defined(__x86_64__)
+    if (std::getenv("SKEIN_NO_PACK") != nullptr) return;
+    const bool avx2 = avx2::compiled() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                      __builtin_cpu_supports("f16c");
+    if (!avx2) return;
+    g_packed.q4_0x8 = avx2::gemm_q4_0x8;
+    if (std::getenv("SKEIN_NO_VNNI") != nullptr) return;
+    if (__builtin_cpu_supports("avxvnni")) {
+      g_packed.q4_0x8 = avxvnni::gemm_q4_0x8;
+      g_packed.q8_0x8 = avxvnni::gemm_q8_0x8;
+    } else if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
+      g_packed.q4_0x8 = avx512vnni::gemm_q4_0x8;
+      g_packed.q8_0x8 = avx512vnni::gemm_q8_0x8;
+    }
+#endif
+  });
+  return g_packed;
+}
+
+}  // namespace skein
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+namespace skein {
+namespace avx2 {
+#define SKEIN_PK_TARGET __attribute__((target("avx2,fma,f16c")))
+#define SKEIN_PK_DOT(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+#include "packed_gemm.inc"
+#undef SKEIN_PK_TARGET
+#undef SKEIN_PK_DOT
+}  // namespace avx2
+namespace avxvnni {
+#define SKEIN_PK_HAS_VNNI
+#define SKEIN_PK_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define SKEIN_PK_DOT(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#include "packed_gemm.inc"
+#undef SKEIN_PK_TARGET
+#undef SKEIN_PK_DOT
+}  // namespace avxvnni
+namespace avx512vnni {
+#define SKEIN_PK_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+#define SKEIN_PK_DOT(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#include "packed_gemm.inc"
+#undef SKEIN_PK_TARGET
+#undef SKEIN_PK_DOT
+#undef SKEIN_PK_HAS_VNNI
+}  // namespace avx512vnni
+}  // namespace skein
+#endif
