@@ -3,7 +3,9 @@
 // could be looked up; the hub only shows rounded sizes there, so `sizeBytes` (exact) is null unless
 // known and `approximateSizeBytes` is what the page rounds to. The downloader takes the exact size
 // from the server's headers and checks it against `sizeBytes` when that is known, and verifies
-// `sha256` (or, when null, the hub's own X-Linked-Etag hash) before a file is used.
+// `sha256` (or, when null, the hub's own X-Linked-Etag hash) before a file is used. A card with a
+// sha256 pins `revision` to the commit at which that hash was recorded, so the pin cannot go stale
+// when a repo re-uploads a file; the others follow "main".
 import { z } from "zod";
 import { ModelIdSchema } from "../shared/ids.ts";
 
@@ -82,7 +84,9 @@ export const CATALOG: readonly CatalogEntry[] = [
     id: "smollm2-360m-instruct", name: "SmolLM2 360M Instruct (Q8_0)",
     repo: "HuggingFaceTB/SmolLM2-360M-Instruct-GGUF", file: "smollm2-360m-instruct-q8_0.gguf", quantization: "Q8_0",
     architecture: "llama", layerCount: 32, contextLength: 8192, kvHeadCount: 5, headDimension: 64,
-    sizeBytes: null, approximateSizeBytes: 386 * MB, sha256: null, license: "apache-2.0", gated: false,
+    revision: "2633adad3eb0aec759aec7f41db367d974571ecf",
+    sizeBytes: 386_404_992, approximateSizeBytes: 386 * MB,
+    sha256: "48ab3034d0dd401fbc721eb1df3217902fee7dab9078992d66431f09b7750201", license: "apache-2.0", gated: false,
   }),
   entry({
     id: "smollm2-1.7b-instruct", name: "SmolLM2 1.7B Instruct (Q4_K_M)",
@@ -94,14 +98,14 @@ export const CATALOG: readonly CatalogEntry[] = [
     id: "qwen2.5-0.5b-instruct", name: "Qwen2.5 0.5B Instruct (Q4_K_M)",
     repo: "Qwen/Qwen2.5-0.5B-Instruct-GGUF", file: "qwen2.5-0.5b-instruct-q4_k_m.gguf", quantization: "Q4_K_M",
     architecture: "qwen2", layerCount: 24, contextLength: 32768, kvHeadCount: 2, headDimension: 64,
-    sizeBytes: null, approximateSizeBytes: 491 * MB,
+    revision: "12145bd1d629190a4d44254073650877954d02c9", sizeBytes: null, approximateSizeBytes: 491 * MB,
     sha256: "74a4da8c9fdbcd15bd1f6d01d621410d31c6fc00986f5eb687824e7b93d7a9db", license: "apache-2.0", gated: false,
   }),
   entry({
     id: "qwen2.5-1.5b-instruct", name: "Qwen2.5 1.5B Instruct (Q4_K_M)",
     repo: "bartowski/Qwen2.5-1.5B-Instruct-GGUF", file: "Qwen2.5-1.5B-Instruct-Q4_K_M.gguf", quantization: "Q4_K_M",
     architecture: "qwen2", layerCount: 28, contextLength: 32768, kvHeadCount: 2, headDimension: 128,
-    sizeBytes: null, approximateSizeBytes: 986 * MB,
+    revision: "85553858e3522ce5b531285b2202bdb40fab1624", sizeBytes: null, approximateSizeBytes: 986 * MB,
     sha256: "50961d9b7d3b89e46be230528fc66d38bbdda8ac3748323dd34f129a714124fc", license: "apache-2.0", gated: false,
   }),
   entry({
@@ -144,14 +148,14 @@ export const CATALOG: readonly CatalogEntry[] = [
     id: "llama-3.2-1b-instruct", name: "Llama 3.2 1B Instruct (Q4_K_M)",
     repo: "bartowski/Llama-3.2-1B-Instruct-GGUF", file: "Llama-3.2-1B-Instruct-Q4_K_M.gguf", quantization: "Q4_K_M",
     architecture: "llama", layerCount: 16, contextLength: 131072, kvHeadCount: 8, headDimension: 64,
-    sizeBytes: null, approximateSizeBytes: 808 * MB,
+    revision: "d52af3776f99ddf220e5ffd3f93b2a4e4df105be", sizeBytes: null, approximateSizeBytes: 808 * MB,
     sha256: "6f85a640a97cf2bf5b8e764087b1e83da0fdb51d7c9fab7d0fece9385611df83", license: "llama3.2", gated: false,
   }),
   entry({
     id: "llama-3.2-3b-instruct", name: "Llama 3.2 3B Instruct (Q4_K_M)",
     repo: "bartowski/Llama-3.2-3B-Instruct-GGUF", file: "Llama-3.2-3B-Instruct-Q4_K_M.gguf", quantization: "Q4_K_M",
     architecture: "llama", layerCount: 28, contextLength: 131072, kvHeadCount: 8, headDimension: 128,
-    sizeBytes: null, approximateSizeBytes: 2_020 * MB,
+    revision: "c346bfc2029e79ba6d7edf026cf01fe44242db0d", sizeBytes: null, approximateSizeBytes: 2_020 * MB,
     sha256: "6c1a2b41161032677be168d354123594c0e6e67d2b9227c84f296ad037c728ff", license: "llama3.2", gated: false,
   }),
   entry({
