@@ -132,6 +132,7 @@ describe("dashboard in Chromium", { skip, timeout: 90_000 }, () => {
     const answer = lastAnswer().getByTestId("answer");
     assert.equal(await answer.locator("strong").first().textContent(), "bold");
     assert.match((await answer.locator("pre code").first().textContent()) ?? "", /const answer = 42;/);
+    assert.equal(await answer.locator(".code-head span").first().textContent(), "js");
     assert.equal(await answer.locator("img, script, [onerror]").count(), 0);
     assert.equal(await answer.locator('a[href^="javascript"]').count(), 0);
     assert.equal(await page.evaluate(() => (globalThis as unknown as PageGlobals).__pwned), undefined);
