@@ -252,6 +252,8 @@ export class LocalModelRegistry implements ModelRegistry {
   private readonly userCards: readonly UserModelCard[];
   private readonly env: Readonly<Record<string, string | undefined>>;
   private readonly inFlight = new Map<string, InFlight>();
+  /** GGUF header facts of downloaded files, keyed by path; re-read when the file changes. */
+  private readonly ggufInfo = new Map<string, { readonly mtimeMs: number; readonly sizeBytes: number; readonly info: GgufCardInfo | null }>();
 
   constructor(private readonly options: LocalModelRegistryOptions) {
     this.store = new ModelStore(options.home);
@@ -423,16 +425,38 @@ export class LocalModelRegistry implements ModelRegistry {
   private downloadedCard(source: Downloadable): ModelCard | null {
     const state = this.store.stateOf(source.id, source.file);
     if (state.state !== "complete") return null;
+    const filePath = this.store.filePathOf(source.id, source.file);
+    // The file's own header is the truth for placement; the card is the fallback.
+    const info = this.ggufInfoOf(filePath);
     return {
       modelId: source.id,
       name: source.name,
-      layerCount: source.layerCount,
+      layerCount: info?.layerCount ?? source.layerCount,
       sizeBytes: state.sizeBytes ?? 0,
-      contextLength: source.contextLength,
-      path: this.store.filePathOf(source.id, source.file),
+      contextLength: info?.contextLength ?? source.contextLength,
+      path: filePath,
       engineModule: source.engineModule,
       engineOptions: source.engineOptions,
     };
+  }
+
+  private ggufInfoOf(filePath: string): GgufCardInfo | null {
+    let stats;
+    try {
+      stats = statSync(filePath);
+    } catch {
+      return null;
+    }
+    const cached = this.ggufInfo.get(filePath);
+    if (cached !== undefined && cached.mtimeMs === stats.mtimeMs && cached.sizeBytes === stats.size) return cached.info;
+    let info: GgufCardInfo | null = null;
+    try {
+      info = readGgufCardInfo(filePath);
+    } catch {
+      // Not readable as GGUF here: the engine reports the defect when it loads the file.
+    }
+    this.ggufInfo.set(filePath, { mtimeMs: stats.mtimeMs, sizeBytes: stats.size, info });
+    return info;
   }
 
   private servableUserCard(user: UserModelCard): ModelCard | null {

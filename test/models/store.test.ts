@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { GgufValueType } from "../../src/engine/gguf/gguf-types.ts";
@@ -261,4 +261,35 @@ test("the bundled card is read from the GGUF under the package root", () => {
 test("packageRoot finds this repository", () => {
   assert.ok(existsSync(path.join(packageRoot(), "package.json")));
   assert.ok(existsSync(path.join(packageRoot(), "src", "models", "store.ts")));
+});
+
+test("a downloaded GGUF's own header decides its layer count and context length", async () => {
+  const t = await setup();
+  const scratch = mkdtempSync(path.join(os.tmpdir(), "skein-gguf-"));
+  try {
+    const file = path.join(scratch, "real.gguf");
+    writeGguf(file, {
+      metadata: [
+        { key: "general.architecture", type: GgufValueType.String, value: "qwen3" },
+        { key: "qwen3.block_count", type: GgufValueType.Uint32, value: 5 },
+        { key: "qwen3.context_length", type: GgufValueType.Uint32, value: 2048 },
+      ],
+      tensors: [],
+    });
+    const content = readFileSync(file);
+    const { sha256 } = t.hub.addFile({ repo: "org/real-GGUF", file: "real.gguf", content });
+    const registry = new LocalModelRegistry({
+      home: t.home,
+      bundled: null,
+      catalog: [{ ...tinyCatalogEntry("real", "org/real-GGUF", "real.gguf", sha256), sizeBytes: null, approximateSizeBytes: content.length }],
+      env: { HF_ENDPOINT: t.hub.url },
+      download: { retryBaseDelayMs: 1, freeBytes: async () => 1e12 },
+    });
+    const card = await registry.pull("real");
+    assert.equal(card.layerCount, 5, "the catalogue said 2");
+    assert.equal(card.contextLength, 2048);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+    await t.cleanup();
+  }
 });
