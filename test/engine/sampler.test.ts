@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { GREEDY_SAMPLER_PARAMS, Sampler, sampleToken, samplerParamsOf, seededRandom, type SamplerParams } from "../../src/engine/sampler.ts";
+import { GREEDY_SAMPLER_PARAMS, Sampler, expNonPositive, sampleToken, samplerParamsOf, seededRandom, type SamplerParams } from "../../src/engine/sampler.ts";
 
 function params(overrides: Partial<SamplerParams>): SamplerParams {
   return { ...GREEDY_SAMPLER_PARAMS, ...overrides };
@@ -169,4 +169,17 @@ test("a request's generation parameters map onto the sampler's", () => {
     logprobs: true,
     topLogprobs: 2,
   });
+});
+
+test("the table exp is within 3e-6 of Math.exp and 0 where it should be", () => {
+  const random = seededRandom(99);
+  for (let sample = 0; sample < 100_000; sample++) {
+    const x = -random() * 63.9;
+    const relativeError = Math.abs(expNonPositive(x) / Math.exp(x) - 1);
+    assert.ok(relativeError < 3e-6, `x = ${x}: relative error ${relativeError}`);
+  }
+  assert.equal(expNonPositive(0), 1);
+  assert.equal(expNonPositive(-65), 0);
+  assert.equal(expNonPositive(-Infinity), 0);
+  assert.equal(expNonPositive(Number.NaN), 0);
 });
