@@ -8,7 +8,7 @@
 // detokenization.
 import { EngineInputError } from "../../src/engine/engine.ts";
 import type { Engine, EngineModule, EngineShardSpec, SampledToken, Sequence } from "../../src/engine/engine.ts";
-import type { ChatMessage, GenerationParams } from "../../src/shared/types.ts";
+import type { ChatMessage, GenerationParams, ToolDefinition } from "../../src/shared/types.ts";
 
 export const FAKE_ENGINE_DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog.";
 /** "é" and "è" are two UTF-8 bytes each, so each becomes two byte tokens. */
@@ -149,8 +149,10 @@ export class FakeEngine implements Engine {
     // Nothing is cached lazily, so there is nothing to warm.
   }
 
-  encodeChat(messages: readonly ChatMessage[]): number[] {
-    const text = messages.map((m) => `<${m.role}> ${m.content}\n`).join("");
+  /** Offered tools become one prompt line, so a test sees them arrive as extra prompt tokens. */
+  encodeChat(messages: readonly ChatMessage[], tools: readonly ToolDefinition[] = []): number[] {
+    const toolLine = tools.length === 0 ? "" : `<tools> ${tools.map((t) => t.name).join(" ")}\n`;
+    const text = toolLine + messages.map((m) => `<${m.role}> ${m.content}\n`).join("");
     const ids = this.vocabulary.encode(text);
     if (ids.length > this.options.contextSize) {
       throw new EngineInputError(`prompt has ${ids.length} tokens; the context holds ${this.options.contextSize}`);
