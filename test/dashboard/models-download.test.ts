@@ -72,6 +72,7 @@ describe("models page download in Chromium", { skip: chromium.skip, timeout: 60_
     await card.getByText("Not downloaded").waitFor();
     assert.match((await card.textContent()) ?? "", /1\.43 MB/, "size shown");
     assert.match((await card.textContent()) ?? "", /2\.86 MB/, "memory need shown");
+    assert.equal(await card.getByRole("button", { name: "Launch…" }).count(), 0, "nothing to launch before the download");
     await card.getByRole("button", { name: "Download" }).click();
     // Seen mid-way: strictly between 0 and 100 percent, from NodeDownloadProgress events.
     await page.waitForFunction((selector) => {
@@ -81,6 +82,9 @@ describe("models page download in Chromium", { skip: chromium.skip, timeout: 60_
     await page.screenshot({ path: path.join(SCREENSHOT_DIR, "models-download.png") });
     await card.getByText("Downloaded", { exact: true }).waitFor({ timeout: 20_000 });
     assert.equal(await card.getByRole("progressbar").count(), 0);
+    // Now on disk: it can be placed, and the preview says where its layers would go.
+    await card.getByRole("button", { name: "Launch…" }).click();
+    await card.getByTestId("placement-preview").getByRole("button", { name: "Launch on 1 node" }).waitFor();
     const state = node.cluster.state;
     assert.equal(state.downloads[node.nodeId]?.[MODEL_ID as never]?.status, "complete");
     assert.deepEqual(pageErrors, []);

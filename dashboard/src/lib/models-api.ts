@@ -14,6 +14,8 @@ export interface ModelEntry {
   /** "downloaded" = on this node; "bundled" = ships with skein; null = unknown (fallback list). */
   readonly availability: "downloaded" | "bundled" | "remote" | null;
   readonly canDownload: boolean;
+  /** The hub asks users to accept terms: downloading needs HF_TOKEN on the node. */
+  readonly gated: boolean;
 }
 
 type Loose = Record<string, unknown>;
@@ -48,6 +50,7 @@ export function normalizeModel(raw: Loose, fromCatalogue: boolean): ModelEntry |
     availability,
     // A model added by hand ("user") has no source to download from.
     canDownload: fromCatalogue && availability === "remote" && source !== "user",
+    gated: raw["gated"] === true,
   };
 }
 
