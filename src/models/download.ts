@@ -193,11 +193,13 @@ class DownloadJob {
     try {
       const probe = await this.withRetries(() => this.refreshProbe(), () => 0, () => false);
       this.checkExpectations(probe);
-      const state = await this.loadOrCreateState(probe);
-      this.state = state;
-      const resumedBytes = chunkBytesDone(state);
-      this.downloadedBytes = resumedBytes;
+      const saved = await this.reusableState(probe);
+      const resumedBytes = saved === null ? 0 : chunkBytesDone(saved);
+      // Before anything is written: a refused download leaves no partial file behind.
       await this.checkDiskSpace(dir, probe.totalBytes - resumedBytes);
+      const state = saved ?? (await this.createState(probe));
+      this.state = state;
+      this.downloadedBytes = resumedBytes;
       await this.fetchChunks(state);
       this.emitProgress(true);
       const sha256 = await this.verify(probe);
@@ -228,15 +230,18 @@ class DownloadJob {
     }
   }
 
-  private async loadOrCreateState(probe: Probe): Promise<PartialState> {
+  /** The saved progress when it belongs to this very file version and the server can resume. */
+  private async reusableState(probe: Probe): Promise<PartialState | null> {
     const saved = await readPartialState(this.options.destinationPath);
     const partialExists = await stat(this.partialPath).then(
       () => true,
       () => false,
     );
-    if (saved !== null && partialExists && saved.totalBytes === probe.totalBytes && saved.etag === probe.etag && probe.acceptsRanges) {
-      return saved;
-    }
+    const reusable = saved !== null && partialExists && saved.totalBytes === probe.totalBytes && saved.etag === probe.etag && probe.acceptsRanges;
+    return reusable ? saved : null;
+  }
+
+  private async createState(probe: Probe): Promise<PartialState> {
     // Nothing reusable: a different version of the file, or a server that cannot resume.
     await rm(this.partialPath, { force: true });
     await rm(partialStatePathOf(this.options.destinationPath), { force: true });

@@ -244,6 +244,7 @@ test("the disk-space check refuses before any byte is fetched", async () => {
     assert.match(error.message, /not enough disk space/);
     assert.equal(t.hub.dataRequests().length, 0);
     assert.equal(existsSync(t.destinationPath), false);
+    assert.equal(existsSync(partialPathOf(t.destinationPath)), false, "no empty partial file left behind");
   } finally {
     await t.cleanup();
   }
