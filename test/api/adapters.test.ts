@@ -6,7 +6,8 @@ import { test } from "node:test";
 import { anthropicErrorType, errorFlavorOf } from "../../src/api/errors.ts";
 import { toGenerationParams as claudeParams, parseMessagesRequest } from "../../src/api/claude-format.ts";
 import { chatToGenerationParams, OllamaChatRequestSchema, parseWith } from "../../src/api/ollama-format.ts";
-import { parseResponsesRequest, toGenerationParams as responsesParams } from "../../src/api/responses-format.ts";
+import { outputItems, parseResponsesRequest, ResponseEvents, toGenerationParams as responsesParams } from "../../src/api/responses-format.ts";
+import { AnswerAssembler } from "../../src/api/answer.ts";
 import { TASKS_PENDING_PER_INSTANCE_MAX } from "../../src/shared/limits.ts";
 import { GenerationParamsSchema } from "../../src/shared/types.ts";
 import { makeFixture, MODEL_ID, OTHER_MODEL_ID, parseSse, postJson, SseReader } from "../support/api-fixture.ts";
@@ -298,4 +299,34 @@ test("ollama: a client that stops reading cancels the task; a JSON-format answer
   const text = await (await app.request(`${BASE}/api/chat`, postJson(ollamaChatBody({ format: "json" })))).text();
   const last = JSON.parse(text.trim().split("\n").at(-1)!) as Record<string, unknown>;
   assert.match(String(last["error"]), /not valid JSON/);
+});
+
+test("responses: streamed events for text then a call match the whole answer's output", () => {
+  const request = parseResponsesRequest(responsesBody({ tools: [{ type: "function", name: "f" }] }));
+  const who = { id: "resp_x", model: MODEL_ID, createdSeconds: 1, request };
+  const end = { type: "end", status: "Complete", finishReason: "stop", failureCode: null, failureReason: null, usage: { promptTokens: 1, completionTokens: 2 }, endedBy: "cluster" } as const;
+  const assembler = new AnswerAssembler({ toolsOffered: true, json: false, callIdPrefix: "call_" });
+  const events = new ResponseEvents(who);
+  const all = [...events.start()];
+  for (const piece of ["Let me see. <tool", '_call>{"name": "f", "arguments": {"a"', ": 1}}</tool_call>"]) all.push(...events.pieces(assembler.push(piece)));
+  all.push(...events.pieces(assembler.end()), ...events.finish(end, null));
+  const final = all.at(-1) as { type: string; response: { output: unknown[] } };
+  assert.equal(final.type, "response.completed");
+  assert.deepEqual(final.response.output, outputItems(who, assembler.text, assembler.calls));
+  const added = all.filter((e) => e.type === "response.output_item.added").map((e) => e["output_index"]);
+  const done = all.filter((e) => e.type === "response.output_item.done").map((e) => e["output_index"]);
+  assert.deepEqual([added, done], [[0, 1], [0, 1]]);
+  const deltas = all.filter((e) => e.type === "response.function_call_arguments.delta").map((e) => e["delta"]);
+  assert.equal(deltas.join(""), '{"a": 1}');
+});
+
+test("claude: while no token arrives, the stream carries ping events", async () => {
+  const { app, cluster } = makeFixture();
+  const response = await app.request(`${BASE}/v1/messages`, postJson(messagesBody({ stream: true })));
+  const reader = new SseReader(response.body!);
+  // The fixture's keep-alive is 50 ms; the first ping follows message_start at once, a second means idle.
+  await reader.readUntil((text) => text.split("event: ping").length - 1 >= 2);
+  const id = cluster.sent("TextGeneration").at(-1)!.commandId;
+  await reader.cancel();
+  await waitUntil(() => cluster.finishesOf(id) === 1, "TaskFinished");
 });
