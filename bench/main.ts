@@ -3,6 +3,7 @@ const BENCHMARKS: Record<string, string> = {
   cancel: "./cancel.ts",
   engine: "./engine.ts",
   "runner-cancel": "./runner-cancel.ts",
+  soak: "./soak.ts",
 };
 
 const [name, ...args] = process.argv.slice(2);
