@@ -30,9 +30,11 @@ export function claudeRouter(deps: ApiDeps): Hono<ApiEnv> {
     if (request.stream === true) {
       return streamSSE(c, async (sse) => {
         sse.onAbort(() => stream.abort("client", "client disconnected"));
-        await sendEvent(sse, messageStartEvent(who, first.type === "created" ? first.task.promptTokens : 0));
-        await sendEvent(sse, { type: "ping" });
-        await pumpUpdates(deps, stream, first, new MessageSink(sse, new AnswerAssembler(rules)));
+        const start = async (): Promise<void> => {
+          await sendEvent(sse, messageStartEvent(who, stream.task?.promptTokens ?? 0));
+          await sendEvent(sse, { type: "ping" });
+        };
+        await pumpUpdates(deps, stream, first, new MessageSink(sse, new AnswerAssembler(rules), start));
       });
     }
     const answer = await collectAnswer(stream, first);
@@ -50,29 +52,39 @@ function sendEvent(sse: SSEStreamingApi, body: Record<string, unknown>): Promise
 }
 
 /** Content blocks out of answer pieces: text and tool_use blocks, one open at a time. */
+/**
+ * Content blocks out of answer pieces: text and tool_use blocks, one open at a time. message_start
+ * waits for the first token (or the end), when the prompt's token count is known: clients read
+ * input_tokens from it. Until then keep-alives are SSE comments.
+ */
 class MessageSink {
   private blockCount = 0;
   private open: "text" | "tool_use" | null = null;
+  private started = false;
 
   constructor(
     private readonly sse: SSEStreamingApi,
     private readonly answer: AnswerAssembler,
+    private readonly start: () => Promise<void>,
   ) {}
 
   async progress(note: string): Promise<void> {
     await this.sse.write(`: ${note}\n\n`);
   }
 
-  /** Anthropic's own keep-alive is a ping event. */
-  idle(): Promise<void> {
-    return sendEvent(this.sse, { type: "ping" });
+  /** Anthropic's own keep-alive is a ping event (a comment before message_start). */
+  async idle(): Promise<void> {
+    if (this.started) await sendEvent(this.sse, { type: "ping" });
+    else await this.sse.write(": keep-alive\n\n");
   }
 
-  chunk(chunk: Chunk): Promise<void> {
-    return this.writePieces(this.answer.push(chunk.text));
+  async chunk(chunk: Chunk): Promise<void> {
+    await this.ensureStarted();
+    await this.writePieces(this.answer.push(chunk.text));
   }
 
   async end(end: TaskEnd): Promise<void> {
+    await this.ensureStarted();
     let error: ApiError | null = endToError(end);
     if (error === null) {
       await this.writePieces(this.answer.end());
@@ -91,6 +103,12 @@ class MessageSink {
 
   failed(): Promise<void> {
     return sendEvent(this.sse, { type: "error", error: { type: "api_error", message: "internal error while streaming" } });
+  }
+
+  private async ensureStarted(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.start();
   }
 
   private async writePieces(pieces: readonly AnswerPiece[]): Promise<void> {

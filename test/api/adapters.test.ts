@@ -120,6 +120,7 @@ test("claude: the exact event sequence of a streamed answer", async () => {
   const start = payloads[0]!["message"] as Record<string, unknown>;
   assert.match(String(start["id"]), /^msg_/);
   assert.deepEqual(start["content"], []);
+  assert.deepEqual(start["usage"], { input_tokens: 4, output_tokens: 0 }, "message_start already knows the prompt's size");
 });
 
 test("claude: errors in Anthropic's shape with the right status, from handlers and middleware alike", async (t) => {
@@ -320,11 +321,15 @@ test("responses: streamed events for text then a call match the whole answer's o
   assert.equal(deltas.join(""), '{"a": 1}');
 });
 
-test("claude: while no token arrives, the stream carries ping events", async () => {
+test("claude: keep-alives are comments before message_start and ping events after it", async () => {
   const { app, cluster } = makeFixture();
   const response = await app.request(`${BASE}/v1/messages`, postJson(messagesBody({ stream: true })));
   const reader = new SseReader(response.body!);
-  // The fixture's keep-alive is 50 ms; the first ping follows message_start at once, a second means idle.
+  // The fixture's keep-alive is 50 ms: comments until message_start, then a ping right after it and
+  // another one when idle.
+  await reader.readUntil((text) => text.split(": keep-alive").length - 1 >= 2);
+  assert.ok(!reader.text.includes("message_start"), "message_start waits for the first token");
+  cluster.chunk(cluster.taskOf(cluster.sent("TextGeneration").at(-1)!.commandId)!.taskId, "x");
   await reader.readUntil((text) => text.split("event: ping").length - 1 >= 2);
   const id = cluster.sent("TextGeneration").at(-1)!.commandId;
   await reader.cancel();
