@@ -1,13 +1,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { formatEta, renderProgressLine, runModelsCommand } from "../../src/cli/models-command.ts";
 import { CatalogEntrySchema } from "../../src/models/catalog.ts";
+import { waitUntil } from "../support/fake-cluster.ts";
 import { FakeHub } from "../support/fake-hub.ts";
 
 const FILE_BYTES = 250_000;
@@ -129,6 +130,44 @@ test("`skein models list` runs from the real CLI entry point", async () => {
     assert.match(stdout, /qwen2\.5-0\.5b-instruct\s+absent/);
     assert.match(stdout, /llama-3\.2-1b-instruct/);
   } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test("the real CLI: Ctrl-C stops a pull (exit 130) and the next pull resumes it", async () => {
+  const hub = await FakeHub.start();
+  const home = mkdtempSync(path.join(os.tmpdir(), "skein-models-cli-"));
+  try {
+    const content = randomBytes(1024 * 1024);
+    hub.addFile({ repo: "org/alpha", file: "alpha.gguf", content });
+    const card = path.join(home, "alpha-card.json");
+    writeFileSync(card, JSON.stringify({ id: "alpha", layerCount: 2, repo: "org/alpha", file: "alpha.gguf" }));
+    hub.faults.servePieceBytes = 16 * 1024;
+    hub.faults.servePauseMs = 10;
+    const main = path.join(import.meta.dirname, "..", "..", "src", "cli", "main.ts");
+    const args = ["--import", "tsx", main, "models", "pull", "alpha", "--home", home, "--model-card", card];
+    const env = { ...process.env, HF_ENDPOINT: hub.url };
+    const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    await waitUntil(() => /\[#+-*\]/.test(stdout), "a progress line", 30_000);
+    child.kill("SIGINT");
+    assert.equal(await exited, 130, stderr);
+    assert.match(stderr, /cancelled; run "skein models pull alpha" again to resume/);
+    hub.faults.servePauseMs = 0;
+    const before = hub.dataRequests().length;
+    const second = await promisify(execFile)(process.execPath, args, { env, timeout: 30_000 });
+    assert.match(second.stdout, /alpha is ready/);
+    const resumed = hub.dataRequests().slice(before);
+    assert.ok(resumed.length >= 1);
+    assert.ok(Number(/^bytes=(\d+)-/.exec(resumed[0]!.range ?? "")?.[1]) > 0, "the second pull starts where the first stopped");
+    const where = (await promisify(execFile)(process.execPath, [...args.slice(0, 3), "models", "path", "alpha", "--home", home, "--model-card", card], { env })).stdout.trim();
+    assert.deepEqual(readFileSync(where), content);
+  } finally {
+    await hub.close();
     rmSync(home, { recursive: true, force: true });
   }
 });
