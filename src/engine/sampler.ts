@@ -327,7 +327,7 @@ export class Sampler {
     this.historyMax = params.penaltyLastN;
   }
 
-  /** Records a token of the prompt or of the output, for the penalties. */
+  /** Records a token for the penalties. llama-server feeds it the whole prompt first, then each output token. */
   accept(tokenId: number): void {
     if (this.historyMax === 0) return;
     this.history.push(tokenId);
