@@ -175,8 +175,12 @@ describe("dashboard in Chromium", { skip, timeout: 90_000 }, () => {
     await page.waitForSelector('[data-testid="assistant-message"]:last-of-type[data-status="done"]');
     assert.equal(await lastAnswer().getAttribute("data-status"), "done");
     assert.equal((await answerText()).trim().split(/\s+/).length, 5);
-    const request = tasksOfModel(node.state(), MODEL_SLOW);
-    assert.equal(request.length, 0);
+    // The settings reached the server with the request.
+    const created = node.events.filter((e) => e.event.type === "TaskCreated").at(-1);
+    assert.ok(created !== undefined && created.event.type === "TaskCreated");
+    assert.equal(created.event.task.params.maxTokens, 5);
+    assert.equal(created.event.task.params.temperature, 0.7);
+    assert.equal(created.event.task.params.topP, 0.95);
     await page.getByRole("button", { name: "Sampling settings" }).click();
     await page.getByLabel("Max tokens").fill("");
     await page.getByLabel("Max tokens").press("Enter");
