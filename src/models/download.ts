@@ -544,8 +544,12 @@ async function readPartialState(destinationPath: string): Promise<PartialState |
   return { url: s.url, etag: typeof s.etag === "string" ? s.etag : null, totalBytes: s.totalBytes, chunks: s.chunks };
 }
 
+let temporaryFileCounter = 0;
+
 export async function writeFileAtomic(file: string, contents: string): Promise<void> {
-  const temporary = `${file}.tmp-${process.pid}`;
+  // Unique per call: two writers of one file never share a temporary.
+  temporaryFileCounter += 1;
+  const temporary = `${file}.tmp-${process.pid}-${temporaryFileCounter}`;
   await writeFile(temporary, contents);
   await rename(temporary, file);
 }
