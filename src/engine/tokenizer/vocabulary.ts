@@ -114,9 +114,7 @@ export function readVocabulary(file: GgufFile): Vocabulary {
   for (let id = 0; id < tokenCount; id++) {
     const text = tokens[id]!;
     const isEndOfGeneration = END_OF_GENERATION_TEXTS.has(text);
-    if (isEndOfGeneration || CONTROL_LOOKING_TEXTS.has(text)) {
-      if (tokenTypes[id] !== TokenType.Control) tokenTypes[id] = TokenType.Control;
-    }
+    if (isEndOfGeneration || CONTROL_LOOKING_TEXTS.has(text)) tokenTypes[id] = TokenType.Control;
     if (isEndOfGeneration || FIM_END_TEXTS.has(text)) endOfGeneration.add(id);
     if (eotTokenId === null && isEndOfGeneration && text !== "<|eom_id|>") eotTokenId = id;
   }
