@@ -140,6 +140,9 @@ describe("dashboard in Chromium", { skip, timeout: 90_000 }, () => {
     assert.match((await lastAnswer().getByTestId("tps").textContent()) ?? "", /[\d.]+ tok\/s/);
     assert.equal(await page.getByTestId("user-message").last().textContent(), "Show me some formatting.");
     await page.screenshot({ path: path.join(SCREENSHOT_DIR, "chat-markdown.png") });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "chat-narrow.png") });
+    await page.setViewportSize({ width: 1280, height: 800 });
   });
 
   test("STOP mid-stream keeps the partial answer, cancels the task and frees the runner within 1 s", async (t) => {
