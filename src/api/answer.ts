@@ -27,6 +27,8 @@ export interface AnswerRules {
   readonly toolChoice?: ToolChoice | undefined;
   /** response_format asked for JSON. */
   readonly json: boolean;
+  /** The JSON schema the answer is checked against (absent or null: any JSON). */
+  readonly jsonSchema?: unknown;
   /** Prefix of call ids: "call_" (OpenAI chat), "toolu_" (Anthropic), "fc_" (Responses). */
   readonly callIdPrefix: string;
 }
@@ -61,7 +63,7 @@ export class AnswerAssembler {
   violation(end: TaskEnd): ApiError | null {
     if (end.status !== "Complete") return null;
     if (callRequired(this.rules.toolChoice) && this.done.length === 0) return toolCallMissing();
-    if (this.rules.json && this.done.length === 0 && end.finishReason !== "length") return jsonAnswerInvalid(this.shownText);
+    if (this.rules.json && this.done.length === 0 && end.finishReason !== "length") return jsonAnswerInvalid(this.shownText, this.rules.jsonSchema ?? null);
     return null;
   }
 

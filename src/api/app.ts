@@ -40,6 +40,8 @@ export interface AppOptions {
   readonly apiKey?: string | null;
   /** Browser origins allowed besides the node's own ("*": any). */
   readonly corsOrigins?: readonly string[];
+  /** The node's --ctx-size (null: each model's own), so a max_tokens that cannot fit is refused up front. */
+  readonly contextSize?: number | null;
   /** The node's model store (GET /models with download state, downloads, deletes); absent: GET /models lists `models`. */
   readonly modelService?: ModelService;
   /** Built dashboard files; default dist/dashboard under the package root. */
@@ -69,6 +71,7 @@ export function createApp(options: AppOptions): ApiApp {
     keepAliveMs: options.keepAliveMs ?? SSE_KEEPALIVE_MS,
     placementTimeoutMs,
     shutdownSignal: shutdown.signal,
+    contextSize: options.contextSize ?? null,
   };
 
   const app = new Hono<ApiEnv>();

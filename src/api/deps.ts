@@ -18,4 +18,6 @@ export interface ApiDeps {
   readonly placementTimeoutMs: number;
   /** Aborted by cancelAll: long-lived streams that are not tasks (GET /events) end with it. */
   readonly shutdownSignal: AbortSignal;
+  /** The node's --ctx-size; null or absent: each model's own context. */
+  readonly contextSize?: number | null;
 }

@@ -83,7 +83,7 @@ export async function firstDecisiveUpdate(stream: TaskStream): Promise<TaskUpdat
 export function contextOverflow(modelId: string, contextLength: number, maxTokens: number | null): ApiError | null {
   if (maxTokens === null || maxTokens <= contextLength) return null;
   return new ApiError(400, {
-    message: `max_tokens is ${maxTokens}, but model ${modelId} has a context of ${contextLength} tokens (prompt and answer together); ask for at most ${contextLength}`,
+    message: `max_tokens is ${maxTokens}, but model ${modelId} is served with a context of ${contextLength} tokens (prompt and answer together); ask for at most ${contextLength}`,
     param: "max_tokens",
     code: "context_length_exceeded",
   });
@@ -104,7 +104,7 @@ export interface StartedGeneration {
  */
 export async function startGeneration(deps: ApiDeps, model: string, params: GenerationParams, signal: AbortSignal): Promise<StartedGeneration> {
   const card = deps.models.get(model);
-  const overflow = card === undefined ? null : contextOverflow(card.modelId, card.contextLength, params.maxTokens);
+  const overflow = card === undefined ? null : contextOverflow(card.modelId, deps.contextSize ?? card.contextLength, params.maxTokens);
   if (overflow !== null) throw overflow;
   const modelId = await prepareModel(deps, model, signal);
   const commandId = newCommandId();

@@ -110,6 +110,9 @@ function sampling(options: OllamaOptions | undefined): Omit<GenerationParams, "m
 
 export const wantsJsonFormat = (format: OllamaChatRequest["format"]): boolean => format !== undefined && format !== "";
 
+/** A `format` object is the JSON schema the answer is checked against. */
+export const jsonSchemaOfFormat = (format: OllamaChatRequest["format"]): unknown => (typeof format === "object" ? format : null);
+
 /** Ollama's calls carry no ids; ids are made up per position so a result can name its call. */
 function toChatMessage(message: z.infer<typeof OllamaMessageSchema>, position: number): ChatMessage {
   const calls = (message.tool_calls ?? []).map((call, index) => ({

@@ -15,11 +15,12 @@ import type { ApiError } from "./errors.ts";
 import { ApiError as ApiErrorClass } from "./errors.ts";
 import { collectAnswer, endToError, pumpUpdates, startGeneration } from "./generation.ts";
 import { jsonBody } from "./middleware/json-body.ts";
-import type { OllamaTimings } from "./ollama-format.ts";
+import type { OllamaChatRequest, OllamaTimings } from "./ollama-format.ts";
 import {
   assistantMessage,
   chatToGenerationParams,
   detailsJson,
+  jsonSchemaOfFormat,
   doneReasonOf,
   generateToGenerationParams,
   modelNameCandidates,
@@ -36,6 +37,7 @@ import {
 import type { TaskEnd } from "./task-stream.ts";
 
 type Kind = "chat" | "generate";
+type OllamaFormat = OllamaChatRequest["format"];
 
 /** A year from now: what /api/ps shows for instances, which skein never unloads on a timer. */
 const PS_EXPIRY_MS = 365 * 24 * 3600 * 1000;
@@ -73,7 +75,7 @@ export function ollamaRouter(deps: ApiDeps): Hono<ApiEnv> {
   router.post("/chat", jsonBody(), async (c) => {
     const request = parseWith(OllamaChatRequestSchema, c.var.jsonBody);
     const params = chatToGenerationParams(request);
-    return generate(c, deps, "chat", resolveModelName(deps, request.model), request.stream !== false, params, wantsJsonFormat(request.format));
+    return generate(c, deps, "chat", resolveModelName(deps, request.model), request.stream !== false, params, request.format);
   });
 
   router.post("/generate", jsonBody(), async (c) => {
@@ -83,7 +85,7 @@ export function ollamaRouter(deps: ApiDeps): Hono<ApiEnv> {
     if ((request.prompt ?? "") === "") {
       return c.json({ model: request.model, created_at: new Date(deps.clock.nowMs()).toISOString(), response: "", done: true, done_reason: "load" });
     }
-    return generate(c, deps, "generate", model, request.stream !== false, generateToGenerationParams(request), wantsJsonFormat(request.format));
+    return generate(c, deps, "generate", model, request.stream !== false, generateToGenerationParams(request), request.format);
   });
 
   return router;
@@ -102,8 +104,8 @@ function resolveModelName(deps: ApiDeps, name: string): string {
   return findCard(deps, name)?.modelId ?? name;
 }
 
-async function generate(c: Context<ApiEnv>, deps: ApiDeps, kind: Kind, model: string, streaming: boolean, params: GenerationParams, json: boolean): Promise<Response> {
-  const rules: AnswerRules = { toolsOffered: params.tools !== undefined, toolChoice: params.toolChoice, json, callIdPrefix: "call_" };
+async function generate(c: Context<ApiEnv>, deps: ApiDeps, kind: Kind, model: string, streaming: boolean, params: GenerationParams, format: OllamaFormat): Promise<Response> {
+  const rules: AnswerRules = { toolsOffered: params.tools !== undefined, toolChoice: params.toolChoice, json: wantsJsonFormat(format), jsonSchema: jsonSchemaOfFormat(format), callIdPrefix: "call_" };
   const startedMs = deps.clock.nowMs();
   const { commandId, modelId, stream, first } = await startGeneration(deps, model, params, c.req.raw.signal);
   deps.logger.debug({ requestId: c.var.requestId, commandId, modelId, kind, stream: streaming }, "ollama generation started");

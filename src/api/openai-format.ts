@@ -137,10 +137,18 @@ export function toolSelectionOf(request: ChatCompletionRequest): ToolSelection {
   return selectTools(tools, typeof choice === "object" && choice !== null ? { name: choice.function.name } : choice, "tool_choice");
 }
 
-/** True when the answer must be a JSON object (json_object, or json_schema checked as JSON only). */
+/** True when the answer must be JSON (json_object, or json_schema). */
 export function wantsJson(request: { response_format?: { type: string } | null | undefined }): boolean {
   const type = request.response_format?.type;
   return type === "json_object" || type === "json_schema";
+}
+
+/** The schema of response_format json_schema (`{json_schema:{name, schema}}`), or null. */
+export function jsonSchemaOf(request: { response_format?: { type: string; json_schema?: unknown } | null | undefined }): unknown {
+  const format = request.response_format;
+  if (format?.type !== "json_schema") return null;
+  const spec = format.json_schema;
+  return typeof spec === "object" && spec !== null && "schema" in spec ? (spec as { schema: unknown }).schema : null;
 }
 
 /** OpenAI's defaults where the request is silent. */

@@ -16,6 +16,7 @@ import type { CompletionIdentity } from "./openai-format.ts";
 import {
   completionJson,
   finalChunk,
+  jsonSchemaOf,
   parseChatCompletionRequest,
   roleChunk,
   textChunk,
@@ -37,7 +38,7 @@ export function openAiRouter(deps: ApiDeps): Hono<ApiEnv> {
   router.post("/chat/completions", jsonBody(), async (c) => {
     const request = parseChatCompletionRequest(c.var.jsonBody);
     const params = toGenerationParams(request);
-    const rules: AnswerRules = { toolsOffered: params.tools !== undefined, toolChoice: params.toolChoice, json: wantsJson(request), callIdPrefix: "call_" };
+    const rules: AnswerRules = { toolsOffered: params.tools !== undefined, toolChoice: params.toolChoice, json: wantsJson(request), jsonSchema: jsonSchemaOf(request), callIdPrefix: "call_" };
     const { commandId, modelId, stream, first } = await startGeneration(deps, request.model, params, c.req.raw.signal);
     const who: CompletionIdentity = { id: commandId, model: request.model, createdSeconds: Math.floor(deps.clock.nowMs() / 1000) };
     deps.logger.debug({ requestId: c.var.requestId, commandId, modelId, stream: request.stream === true }, "chat completion started");

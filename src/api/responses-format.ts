@@ -118,6 +118,12 @@ export function wantsJson(request: ResponsesRequest): boolean {
   return type === "json_object" || type === "json_schema";
 }
 
+/** text.format `{type:"json_schema", name, schema}`: the schema, or null. */
+export function jsonSchemaOf(request: ResponsesRequest): unknown {
+  const format = request.text?.format;
+  return format?.type === "json_schema" ? (format["schema"] ?? null) : null;
+}
+
 export function toGenerationParams(request: ResponsesRequest): GenerationParams {
   const input: ChatMessage[] = typeof request.input === "string" ? [{ role: "user", content: request.input }] : toChatMessages(request.input);
   const instructions = request.instructions ?? "";

@@ -13,7 +13,7 @@ import { ApiError } from "./errors.ts";
 import { collectAnswer, endToError, pumpUpdates, startGeneration } from "./generation.ts";
 import { jsonBody } from "./middleware/json-body.ts";
 import type { ResponseIdentity } from "./responses-format.ts";
-import { outputItems, parseResponsesRequest, ResponseEvents, responseJson, toGenerationParams, wantsJson } from "./responses-format.ts";
+import { jsonSchemaOf, outputItems, parseResponsesRequest, ResponseEvents, responseJson, toGenerationParams, wantsJson } from "./responses-format.ts";
 import type { TaskEnd } from "./task-stream.ts";
 
 const KEEP_ALIVE_COMMENT = ": keep-alive\n\n";
@@ -24,7 +24,7 @@ export function responsesRouter(deps: ApiDeps): Hono<ApiEnv> {
   router.post("/responses", jsonBody(), async (c) => {
     const request = parseResponsesRequest(c.var.jsonBody);
     const params = toGenerationParams(request);
-    const rules: AnswerRules = { toolsOffered: params.tools !== undefined, toolChoice: params.toolChoice, json: wantsJson(request), callIdPrefix: "call_" };
+    const rules: AnswerRules = { toolsOffered: params.tools !== undefined, toolChoice: params.toolChoice, json: wantsJson(request), jsonSchema: jsonSchemaOf(request), callIdPrefix: "call_" };
     const { commandId, modelId, stream, first } = await startGeneration(deps, request.model, params, c.req.raw.signal);
     const who: ResponseIdentity = { id: `resp_${commandId}`, model: request.model, createdSeconds: Math.floor(deps.clock.nowMs() / 1000), request };
     deps.logger.debug({ requestId: c.var.requestId, commandId, modelId, stream: request.stream === true }, "response started");

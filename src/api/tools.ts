@@ -4,6 +4,7 @@
 import { randomBytes } from "node:crypto";
 import type { ChatMessage, ToolChoice, ToolDefinition } from "../shared/types.ts";
 import { ApiError } from "./errors.ts";
+import { schemaViolation } from "./json-schema-check.ts";
 
 export interface ToolSelection {
   /** What the template gets; absent when no tool is offered. */
@@ -62,15 +63,21 @@ export function newToolCallId(prefix: string): string {
   return `${prefix}${randomBytes(12).toString("hex")}`;
 }
 
-/** JSON mode is best effort: the answer is checked, not constrained, and a non-JSON answer is an error. */
-export function jsonAnswerInvalid(text: string): ApiError | null {
+/**
+ * JSON mode is best effort: the answer is checked, not constrained. A non-JSON answer, or one that
+ * breaks the requested schema (null: none), is an error naming what is wrong.
+ */
+export function jsonAnswerInvalid(text: string, schema: unknown = null): ApiError | null {
+  const shown = JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
+  let value: unknown;
   try {
-    JSON.parse(text);
-    return null;
+    value = JSON.parse(text);
   } catch {
-    const shown = text.length > 200 ? `${text.slice(0, 200)}…` : text;
-    return new ApiError(500, { message: `response_format json_object: the model's answer is not valid JSON: ${JSON.stringify(shown)}`, type: "server_error", code: "invalid_json_output" });
+    return new ApiError(500, { message: `response format: the model's answer is not valid JSON: ${shown}`, type: "server_error", code: "invalid_json_output" });
   }
+  const violation = schemaViolation(value, schema);
+  if (violation === null) return null;
+  return new ApiError(500, { message: `response format: the model's answer does not match the JSON schema: ${violation}: ${shown}`, type: "server_error", code: "json_schema_mismatch" });
 }
 
 /** Arguments JSON text as an object, for APIs whose calls carry objects (Anthropic, Ollama). */

@@ -17,6 +17,11 @@ import { Tokenizer, type StreamingDetokenizer } from "./tokenizer/tokenizer.ts";
 
 /** Share of the machine's memory the KV caches of one engine may reserve when the context is the model's own. */
 const KV_MEMORY_SHARE = 0.25;
+/**
+ * Share of the machine's memory an explicit --ctx-size may claim for one shard's KV cache; beyond it
+ * the load is refused with the numbers, instead of an allocation the OS answers by killing the runner.
+ */
+const KV_MEMORY_SHARE_EXPLICIT_MAX = 0.75;
 /** Lower bound on the default context, whatever the memory says. */
 const CONTEXT_DEFAULT_MIN = 512;
 
@@ -29,6 +34,15 @@ export function kvBytesPerToken(arch: ModelArch, layerCount: number): number {
 export function chooseContextSize(arch: ModelArch, spec: EngineShardSpec, memoryBytes = totalmem()): number {
   if (spec.contextSize !== null) {
     if (!Number.isInteger(spec.contextSize) || spec.contextSize < 1) throw new RangeError(`invalid context size ${spec.contextSize}`);
+    const layerCount = spec.layerEnd - spec.layerStart;
+    const kvBytes = kvBytesPerToken(arch, layerCount) * spec.contextSize;
+    if (kvBytes > memoryBytes * KV_MEMORY_SHARE_EXPLICIT_MAX) {
+      const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+      throw new RangeError(
+        `a context of ${spec.contextSize} tokens (--ctx-size) needs ${gib(kvBytes)} of KV cache for ${layerCount} layer(s) of ${spec.modelId}; ` +
+          `this machine has ${gib(memoryBytes)} of memory and a KV cache may use at most ${Math.round(KV_MEMORY_SHARE_EXPLICIT_MAX * 100)}% of it`,
+      );
+    }
     return spec.contextSize;
   }
   const perToken = kvBytesPerToken(arch, spec.layerEnd - spec.layerStart);

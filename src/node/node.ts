@@ -141,6 +141,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     logger: logger.child({ component: "api" }),
     apiKey: options.apiKey ?? null,
     corsOrigins: options.corsOrigins ?? [],
+    contextSize: options.contextSize,
     ...(options.dashboardDir === undefined ? {} : { dashboardDir: options.dashboardDir }),
     ...(modelService === null ? {} : { modelService }),
   });

@@ -335,3 +335,21 @@ test("claude: keep-alives are comments before message_start and ping events afte
   await reader.cancel();
   await waitUntil(() => cluster.finishesOf(id) === 1, "TaskFinished");
 });
+
+test("json_schema formats are checked in chat completions, responses and ollama", async () => {
+  const { app, cluster } = makeFixture();
+  const schema = { type: "object", properties: { n: { type: "integer" } }, required: ["n"] };
+  const requests: [string, string, Record<string, unknown>][] = [
+    ["chat", "/v1/chat/completions", { model: MODEL_ID, messages: [{ role: "user", content: "x" }], response_format: { type: "json_schema", json_schema: { name: "n", schema } } }],
+    ["responses", "/v1/responses", responsesBody({ text: { format: { type: "json_schema", name: "n", schema } } })],
+    ["ollama", "/api/chat", ollamaChatBody({ stream: false, format: schema })],
+  ];
+  for (const [name, path, body] of requests) {
+    replyWith(cluster, ['{"n": 1}']);
+    assert.equal((await app.request(`${BASE}${path}`, postJson(body))).status, 200, `${name}: fits`);
+    replyWith(cluster, ['{"n": "one"}']);
+    const refused = await app.request(`${BASE}${path}`, postJson(body));
+    assert.equal(refused.status, 500, `${name}: does not fit`);
+    assert.match(await refused.text(), /n should be integer/, name);
+  }
+});

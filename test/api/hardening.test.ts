@@ -92,6 +92,11 @@ test("max_tokens beyond the model's context is refused with the numbers", async 
   assert.match(error.error.message, /100000/);
   assert.match(error.error.message, /2048/);
   assert.equal(cluster.sent("TextGeneration").length, 0);
+  // The node's --ctx-size, when set, is the context the API checks against.
+  const small = makeFixture({ app: { contextSize: 100 } });
+  const capped = await small.app.request(URL_CHAT, postJson(chatBody({ max_tokens: 500 })));
+  assert.equal(capped.status, 400);
+  assert.match(((await capped.json()) as { error: { message: string } }).error.message, /500.*context of 100 tokens/);
 });
 
 test("presentedKey: Bearer, x-api-key, then ?key=; keysMatch compares in constant time", () => {
