@@ -102,11 +102,18 @@ describe("dashboard in Chromium", { skip, timeout: 90_000 }, () => {
   /** STOP, then the cluster must have cancelled the task and freed the runner within one second. */
   async function expectStoppedEverywhere(stop: () => Promise<void>, report: (message: string) => void): Promise<void> {
     const startedMs = performance.now();
+    const startedAtMs = Date.now();
     await stop();
     const state = await node.waitFor((s) => modelIdle(s, MODEL_SLOW), "the slow model's task gone and its runner Ready", 1_000);
     const elapsedMs = performance.now() - startedMs;
     assert.ok(elapsedMs <= 1_000, `runner idle after ${elapsedMs.toFixed(0)} ms`);
-    report(`STOP → task gone and runner Ready in ${elapsedMs.toFixed(0)} ms (browser click to server state)`);
+    // The master's own timestamps (same clock) split the wait: input → Cancelled recorded → runner Ready.
+    const cancelledAtMs = node.events.findLast((e) => e.event.type === "TaskStatusUpdated" && e.event.status === "Cancelled")?.atMs ?? Number.NaN;
+    const readyAtMs = node.events.findLast((e) => e.event.type === "RunnerStatusUpdated" && e.event.status.kind === "Ready")?.atMs ?? Number.NaN;
+    report(
+      `STOP: Cancelled recorded ${(cancelledAtMs - startedAtMs).toFixed(0)} ms and runner Ready ${(readyAtMs - startedAtMs).toFixed(0)} ms ` +
+        `after the click or key press began; task gone in the replica after ${elapsedMs.toFixed(0)} ms`,
+    );
     assert.equal(tasksOfModel(state, MODEL_SLOW).length, 0);
     // The same, as a client sees it.
     const wire = (await (await fetch(`${node.url}/state`)).json()) as { tasks: Record<string, { modelId: string }>; runners: Record<string, { status: { kind: string } }> };
