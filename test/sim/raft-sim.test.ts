@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Prng } from "../../src/election/prng.ts";
 import { lastLogIndex } from "../../src/election/raft.ts";
-import { SimCluster } from "./sim-cluster.ts";
+import { hashState, SimCluster } from "./sim-cluster.ts";
 
 const SAFETY_PHASE_MS = 8_000;
 const LIVENESS_BUDGET_MS = 15_000;
@@ -20,6 +20,7 @@ export interface SeedResult {
   readonly nodeCount: number;
   readonly committed: number;
   readonly convergedAfterMs: number;
+  readonly finalStateHash: string;
 }
 
 export function runSeed(seed: number): SeedResult {
@@ -78,7 +79,7 @@ export function runSeed(seed: number): SeedResult {
     converged = sim.converged();
   }
   sim.checkFinalStates();
-  return { seed, nodeCount, committed: sim.committedCount, convergedAfterMs: sim.nowMs - healedAtMs };
+  return { seed, nodeCount, committed: sim.committedCount, convergedAfterMs: sim.nowMs - healedAtMs, finalStateHash: hashState(sim.nodes[0]!.replica) };
 }
 
 test("simulation: many seeds, faults then healing, all checkers hold", () => {
@@ -107,4 +108,9 @@ test("simulation: many seeds, faults then healing, all checkers hold", () => {
   );
   assert.ok(results.length >= (fixed === undefined ? 10 : 1), `only ${results.length} seeds ran within the budget`);
   assert.ok(results.every((r) => r.committed > 0), "a seed committed nothing");
+});
+
+test("simulation: one seed replays exactly", () => {
+  const seed = Number(process.env.SKEIN_SEED ?? 12345);
+  assert.deepEqual(runSeed(seed), runSeed(seed));
 });

@@ -3,19 +3,24 @@
 // the core's apply/restore outputs, exactly as a real node's Replica would. Checkers run after
 // every step and throw SimulationError with the seed, so a failure replays with SKEIN_SEED.
 import { createHash } from "node:crypto";
+import { z } from "zod";
+import { RaftDriver, raftMessageSchema } from "../../src/election/driver.ts";
 import { Prng } from "../../src/election/prng.ts";
-import type { LogEntry, RaftConfig, RaftInput, RaftMessage, RaftOutput, RaftState, Snapshot } from "../../src/election/raft.ts";
-import { initialRaftState, lastLogIndex, step } from "../../src/election/raft.ts";
+import type { LogEntry, RaftConfig, RaftMessage, RaftState, Snapshot } from "../../src/election/raft.ts";
+import { initialRaftState, lastLogIndex } from "../../src/election/raft.ts";
+import type { MessageHandler, PeerHandler, Transport } from "../../src/net/transport.ts";
 import { apply } from "../../src/shared/apply.ts";
 import type { NodeId } from "../../src/shared/ids.ts";
 import type { State } from "../../src/shared/state.ts";
 import { emptyState } from "../../src/shared/state.ts";
 import type { Event, IndexedEvent } from "../../src/shared/types.ts";
+import { IndexedEventSchema } from "../../src/shared/types.ts";
 import type { NetworkFaults } from "./fake-network.ts";
 import { FakeNetwork } from "./fake-network.ts";
 
 export type Payload = IndexedEvent;
-export type Message = RaftMessage<Payload, State>;
+export type Message = unknown;
+export type RaftWireMessage = RaftMessage<Payload, State>;
 
 export class SimulationError extends Error {
   override name = "SimulationError";
@@ -31,12 +36,76 @@ export interface SimOptions {
   readonly checkStateEveryApply?: boolean;
 }
 
-interface SimNode {
-  readonly id: NodeId;
-  readonly config: RaftConfig<Payload, State>;
-  raft: RaftState<Payload, State>;
-  replica: State;
-  crashed: boolean;
+/** The production driver's Transport, backed by the FakeNetwork; the sim delivers into it. */
+class FakeTransport implements Transport {
+  private handlers: MessageHandler[] = [];
+  constructor(
+    readonly nodeId: NodeId,
+    private readonly sim: SimCluster,
+  ) {}
+  send(to: NodeId, message: unknown): boolean {
+    this.sim.network.send(this.nodeId, to, message, this.sim.nowMs);
+    return true;
+  }
+  onMessage(handler: MessageHandler): void {
+    this.handlers.push(handler);
+  }
+  onPeer(_handler: PeerHandler): void {}
+  connectedPeers(): NodeId[] {
+    return this.sim.nodes.map((n) => n.id).filter((id) => id !== this.nodeId && this.sim.network.connected(this.nodeId, id));
+  }
+  deliver(from: NodeId, message: unknown): void {
+    for (const handler of this.handlers) handler(from, message);
+  }
+}
+
+// Real wire validation (minus the State snapshot, which has no schema yet: checked by shape).
+const snapshotStateSchema = z.custom<State>((v) => typeof v === "object" && v !== null && typeof (v as State).lastIdx === "number");
+
+class SimNode {
+  driver: RaftDriver<Payload, State>;
+  transport: FakeTransport;
+  replica: State = emptyState();
+  crashed = false;
+
+  constructor(
+    readonly id: NodeId,
+    readonly config: RaftConfig<Payload, State>,
+    private readonly sim: SimCluster,
+    initial: RaftState<Payload, State>,
+  ) {
+    [this.driver, this.transport] = this.boot(initial);
+  }
+
+  get raft(): RaftState<Payload, State> {
+    return this.driver.state;
+  }
+
+  /** A fresh driver and transport (a restart), starting from `initial`. */
+  boot(initial: RaftState<Payload, State>): [RaftDriver<Payload, State>, FakeTransport] {
+    const transport = new FakeTransport(this.id, this.sim);
+    // The production wire check runs on every 16th message (zod on every entry would cut the seeds
+    // a sweep covers by more than half); the others pass through as the fake network delivered them.
+    const schema = raftMessageSchema(IndexedEventSchema, snapshotStateSchema, this.config.entriesPerMessageMax);
+    let count = 0;
+    const driver = new RaftDriver<Payload, State>({
+      config: this.config,
+      transport,
+      clock: { nowMs: () => this.sim.nowMs },
+      initial,
+      parseMessage: (raw) => {
+        if (count++ % 16 !== 0) return raw as RaftWireMessage;
+        const parsed = schema.safeParse(raw);
+        return parsed.success ? parsed.data : null;
+      },
+      onApply: (entries) => this.sim.onApply(this, entries),
+      onRestore: (snapshot) => this.sim.onRestore(this, snapshot),
+      onRoleChanged: (role, term) => this.sim.onRoleChanged(this, role, term),
+    });
+    this.driver = driver;
+    this.transport = transport;
+    return [driver, transport];
+  }
 }
 
 export const simRaftConfig = (nodeId: NodeId, voterIds: readonly NodeId[], overrides: SimOptions["config"] = {}): RaftConfig<Payload, State> => ({
@@ -78,7 +147,7 @@ export class SimCluster {
     const empty: Snapshot<State> = { lastIndex: -1, lastTerm: 0, state: emptyState() };
     this.nodes = ids.map((id, i) => {
       const config = simRaftConfig(id, ids, options.config);
-      return { id, config, raft: initialRaftState(config, empty, options.seed + i * 7919, 0), replica: emptyState(), crashed: false };
+      return new SimNode(id, config, this, initialRaftState(config, empty, options.seed + i * 7919, 0));
     });
   }
 
@@ -100,41 +169,25 @@ export class SimCluster {
     for (const m of this.network.deliverDue(this.nowMs)) {
       const to = this.node(m.to);
       if (to.crashed) continue;
-      if (m.message.type === "InstallSnapshot") this.stats.snapshotMessages++;
-      this.input(to, { type: "receive", from: m.from as NodeId, message: m.message });
+      if ((m.message as { message?: { type?: string } }).message?.type === "InstallSnapshot") this.stats.snapshotMessages++;
+      to.transport.deliver(m.from as NodeId, m.message);
     }
-    for (const n of this.nodes) if (!n.crashed) this.input(n, { type: "tick" });
+    for (const n of this.nodes) if (!n.crashed) n.driver.tick();
+    const dropped = this.nodes.reduce((sum, n) => sum + n.driver.droppedMessages, 0);
+    if (dropped > 0) this.fail(`${dropped} well-formed messages failed wire validation`);
   }
 
-  input(n: SimNode, input: RaftInput<Payload, State>): RaftOutput<Payload, State>[] {
-    const { state, outputs } = step(n.config, n.raft, input, this.nowMs);
-    n.raft = state;
-    for (const output of outputs) this.handleOutput(n, output);
-    return outputs;
+  onRoleChanged(n: SimNode, role: string, term: number): void {
+    if (role === "leader") this.checkLeader(term, n.id);
+    if (role === "candidate") this.stats.elections++;
   }
 
-  private handleOutput(n: SimNode, output: RaftOutput<Payload, State>): void {
-    switch (output.type) {
-      case "send":
-        this.network.send(n.id, output.to, output.message, this.nowMs);
-        return;
-      case "roleChanged":
-        if (output.role === "leader") this.checkLeader(output.term, n.id);
-        if (output.role === "candidate") this.stats.elections++;
-        return;
-      case "apply":
-        for (const entry of output.entries) this.checkAndApply(n, entry);
-        return;
-      case "restore":
-        this.checkRestore(n, output.snapshot);
-        return;
-      case "proposalRefused":
-        this.stats.refused++;
-        return;
-      case "proposed":
-        this.stats.proposed += output.lastIndex - output.firstIndex + 1;
-        return;
-    }
+  onApply(n: SimNode, entries: readonly LogEntry<Payload>[]): void {
+    for (const entry of entries) this.checkAndApply(n, entry);
+  }
+
+  onRestore(n: SimNode, snapshot: Snapshot<State>): void {
+    this.checkRestore(n, snapshot);
   }
 
   /** Proposes `count` workload events to `n` if it thinks it leads; returns whether it did. */
@@ -142,7 +195,10 @@ export class SimCluster {
     if (n.crashed || n.raft.role !== "leader") return false;
     const first = lastLogIndex(n.raft) + 1;
     const payloads = Array.from({ length: count }, (_, i) => ({ idx: first + i, atMs: this.nowMs, event: this.workloadEvent() }));
-    return this.input(n, { type: "propose", payloads }).some((o) => o.type === "proposed");
+    const result = n.driver.propose(payloads);
+    if (result.ok) this.stats.proposed += count;
+    else this.stats.refused++;
+    return result.ok;
   }
 
   private workloadEvent(): Event {
@@ -172,9 +228,10 @@ export class SimCluster {
   /** Restarts with what Raft keeps on disk (term, vote, snapshot, log); everything else starts over. */
   restart(n: SimNode): void {
     n.crashed = false;
-    const fresh = initialRaftState(n.config, n.raft.snapshot, this.prng.int(2 ** 31), this.nowMs);
-    n.raft = { ...fresh, term: n.raft.term, votedFor: n.raft.votedFor, log: n.raft.log };
-    n.replica = n.raft.snapshot.state;
+    const persisted = n.raft;
+    const fresh = initialRaftState(n.config, persisted.snapshot, this.prng.int(2 ** 31), this.nowMs);
+    n.boot({ ...fresh, term: persisted.term, votedFor: persisted.votedFor, log: persisted.log });
+    n.replica = persisted.snapshot.state;
   }
 
   // ── checkers ──────────────────────────────────────────────────────────────────────────────────

@@ -1,0 +1,130 @@
+// The I/O edge of the election core: feeds it clock ticks and validated messages from a Transport,
+// and carries out its outputs. The owner decides the pace (a real node calls tick() from a timer;
+// the simulation calls it on its fake clock), so the same driver runs in both.
+//
+// Not done yet (see the report on issue 8): term, vote and log must reach the disk before the
+// messages of a step are sent; today RaftState lives in memory only.
+import { z } from "zod";
+import type { Clock } from "../shared/clock.ts";
+import type { NodeId } from "../shared/ids.ts";
+import type { Logger } from "../shared/logger.ts";
+import type { Transport } from "../net/transport.ts";
+import type { LogEntry, RaftConfig, RaftMessage, RaftOutput, RaftState, Role, Snapshot } from "./raft.ts";
+import { step } from "./raft.ts";
+
+/** Topic of election/replication messages on a transport that will carry other topics too. */
+export const RAFT_TOPIC = "raft";
+
+export interface RaftDriverOptions<P, S> {
+  readonly config: RaftConfig<P, S>;
+  readonly transport: Transport;
+  readonly clock: Clock;
+  readonly initial: RaftState<P, S>;
+  /** Validates a message from the wire; null drops it (a peer's bug must not trip the core's asserts). */
+  readonly parseMessage: (raw: unknown) => RaftMessage<P, S> | null;
+  readonly onApply: (entries: readonly LogEntry<P>[]) => void;
+  readonly onRestore: (snapshot: Snapshot<S>) => void;
+  readonly onRoleChanged?: (role: Role, term: number, leaderId: NodeId | null) => void;
+  readonly logger?: Pick<Logger, "debug" | "info" | "warn">;
+}
+
+export class RaftDriver<P, S> {
+  private current: RaftState<P, S>;
+  droppedMessages = 0;
+
+  constructor(private readonly options: RaftDriverOptions<P, S>) {
+    this.current = options.initial;
+    options.transport.onMessage((from, raw) => {
+      const envelope = raw as { topic?: unknown; message?: unknown } | null;
+      if (envelope?.topic !== RAFT_TOPIC) return;
+      const message = options.parseMessage(envelope.message);
+      if (message === null) {
+        this.droppedMessages++;
+        options.logger?.warn({ from }, "dropped a malformed election message");
+        return;
+      }
+      this.run({ type: "receive", from, message });
+    });
+  }
+
+  get state(): RaftState<P, S> {
+    return this.current;
+  }
+
+  tick(): void {
+    this.run({ type: "tick" });
+  }
+
+  /** Appends payloads if this node leads; returns the refusal reason otherwise. */
+  propose(payloads: readonly P[]): { ok: true; firstIndex: number } | { ok: false; reason: string; leaderId: NodeId | null } {
+    const outputs = this.run({ type: "propose", payloads });
+    for (const output of outputs) {
+      if (output.type === "proposed") return { ok: true, firstIndex: output.firstIndex };
+      if (output.type === "proposalRefused") return { ok: false, reason: output.reason, leaderId: output.leaderId };
+    }
+    return { ok: false, reason: "nothing to propose", leaderId: this.current.leaderId };
+  }
+
+  private run(input: Parameters<typeof step<P, S>>[2]): RaftOutput<P, S>[] {
+    const { state, outputs } = step(this.options.config, this.current, input, this.options.clock.nowMs());
+    this.current = state;
+    for (const output of outputs) this.carryOut(output);
+    return outputs;
+  }
+
+  private carryOut(output: RaftOutput<P, S>): void {
+    switch (output.type) {
+      case "send":
+        this.options.transport.send(output.to, { topic: RAFT_TOPIC, message: output.message });
+        return;
+      case "apply":
+        this.options.onApply(output.entries);
+        return;
+      case "restore":
+        this.options.onRestore(output.snapshot);
+        return;
+      case "roleChanged":
+        this.options.logger?.info({ role: output.role, term: output.term, leaderId: output.leaderId }, "election: role changed");
+        this.options.onRoleChanged?.(output.role, output.term, output.leaderId);
+        return;
+      case "proposed":
+      case "proposalRefused":
+        return;
+    }
+  }
+}
+
+// ── wire validation ─────────────────────────────────────────────────────────────────────────────
+
+const index = z.number().int().min(-1);
+const term = z.number().int().min(0);
+
+/** A zod schema for election messages whose entries carry `payload` and snapshots carry `state`. */
+export function raftMessageSchema<P, S>(payload: z.ZodType<P>, state: z.ZodType<S>, entriesMax: number): z.ZodType<RaftMessage<P, S>> {
+  const entry = z.object({ term, index: z.number().int().min(0), payload });
+  const entries = z.array(entry).max(entriesMax);
+  const seq = z.number().int().min(0);
+  return z.discriminatedUnion("type", [
+    z.object({ type: z.literal("PreVote"), term, lastLogIndex: index, lastLogTerm: term }),
+    z.object({ type: z.literal("PreVoteReply"), term, forTerm: term, granted: z.boolean() }),
+    z.object({ type: z.literal("RequestVote"), term, lastLogIndex: index, lastLogTerm: term }),
+    z.object({ type: z.literal("RequestVoteReply"), term, granted: z.boolean() }),
+    z.object({ type: z.literal("AppendEntries"), term, seq, prevIndex: index, prevTerm: term, entries, leaderCommit: index }),
+    z.object({
+      type: z.literal("InstallSnapshot"),
+      term,
+      seq,
+      snapshot: z.object({ lastIndex: index, lastTerm: term, state }),
+      entries,
+      leaderCommit: index,
+    }),
+    z.object({ type: z.literal("AppendEntriesReply"), term, seq, success: z.boolean(), matchIndex: index }),
+  ]).refine(entriesFollowOn, "entries must be contiguous after prevIndex (or the snapshot)") as unknown as z.ZodType<RaftMessage<P, S>>;
+}
+
+/** The core asserts a gap-free log; a message whose entries skip or repeat an index is refused here. */
+function entriesFollowOn(m: { type: string; prevIndex?: number; snapshot?: { lastIndex: number }; entries?: readonly { index: number }[] }): boolean {
+  if (m.entries === undefined) return true;
+  const first = (m.type === "InstallSnapshot" ? m.snapshot!.lastIndex : m.prevIndex!) + 1;
+  return m.entries.every((e, i) => e.index === first + i);
+}
