@@ -14,8 +14,7 @@ const HEADERS_TIMEOUT_MS = 600;
 /** Far above the timeouts; the test fails (instead of hanging) if the server never answers. */
 const WAIT_MS_MAX = 10_000;
 
-async function startServer(): Promise<ApiServer> {
-  const cluster = new FakeCluster();
+async function startServer(cluster: FakeCluster = new FakeCluster()): Promise<ApiServer> {
   cluster.addNode();
   cluster.addInstance(MODEL_ID);
   return startApiServer({
@@ -110,6 +109,26 @@ test("many slow clients at once are all cut off, and their sockets are released"
     const deadline = performance.now() + 2_000;
     while ((await server.connectionCount()) > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     assert.equal(await server.connectionCount(), 0);
+  } finally {
+    await server.close();
+  }
+});
+
+test("the request timeout limits receiving the request, never a long answer", async () => {
+  const cluster = new FakeCluster();
+  const server = await startServer(cluster);
+  try {
+    // The answer takes 2.5× the request timeout: the stream must still end with [DONE].
+    cluster.onTaskCreated = (task) => setTimeout(() => cluster.generate(task.taskId, ["slow", " answer"]), REQUEST_TIMEOUT_MS * 2.5);
+    const response = await fetch(`${server.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(chatBody({ stream: true })),
+    });
+    assert.equal(response.status, 200);
+    const text = await response.text();
+    assert.match(text, /slow/);
+    assert.match(text, /data: \[DONE\]/);
   } finally {
     await server.close();
   }
