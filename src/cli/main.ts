@@ -5,7 +5,7 @@ import { LocalModelRegistry } from "../models/store.ts";
 import { startNode } from "../node/node.ts";
 import { ModelCardError } from "../models/card-file.ts";
 import { createLogger } from "../shared/logger.ts";
-import { HELP, parseCli } from "./args.ts";
+import { HELP, isLoopbackHost, parseCli } from "./args.ts";
 import { runModelsCommand } from "./models-command.ts";
 
 function version(): string {
@@ -43,6 +43,9 @@ export async function main(argv: readonly string[]): Promise<void> {
   }
   const options = parsed.options;
   const logger = createLogger(options.logLevel);
+  if (options.apiKey === null && !isLoopbackHost(options.host)) {
+    logger.warn({ host: options.host }, "--no-auth: the API is open to anyone who can reach this address");
+  }
   if (!options.discovery || options.peers.length > 0) {
     logger.warn("multi-node clustering (--peer, discovery) is not available in this release; running as a single node");
   }
