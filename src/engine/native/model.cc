@@ -492,8 +492,9 @@ void Model::prefetchLayer(int layer) {
 void Model::prefetchRest() {
   // Token embeddings are read a row at a time: only the rows used become resident.
   if (output_.present() && !headReady_) {
-    // A tied head shares its pages with the embeddings, which stay in use.
-    pack(output_, output_.data != tokEmbd_.data);
+    // Dropping the pages is safe even for a tied head: the embedding lookup faults back in only
+    // the rows it reads.
+    pack(output_, true);
     headReady_ = true;
   }
   if (output_.packKind == PACK_NONE) prefetch(output_);
@@ -675,7 +676,7 @@ void Model::head(const float* x, int n, int first, float* logits) {
   if (!output_.present()) throw ModelError("this shard has no output head (not the last stage)");
   if (first < 0 || first >= n) throw ModelError("invalid head row range");
   if (!headReady_) {
-    pack(output_, output_.data != tokEmbd_.data);
+    pack(output_, true);
     headReady_ = true;
   }
   const int rows = n - first;

@@ -32,6 +32,9 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
+static constexpr uint64_t kClosed = 1ull << 31;
+static constexpr uint64_t kCountMask = kClosed - 1;
+
 void ThreadPool::run(TaskFn fn, void* ctx) {
   if (nThreads_ == 1) {
     fn(ctx, 0, 1);
@@ -39,14 +42,16 @@ void ThreadPool::run(TaskFn fn, void* ctx) {
   }
   fn_ = fn;
   ctx_ = ctx;
-  pending_.store(nThreads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_seq_cst);
+  const uint64_t g = ++lastGeneration_;
+  gate_.store(g << 32, std::memory_order_release);
+  generation_.store(g, std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard<std::mutex> lock(mutex_);
     wake_.notify_all();
   }
   fn(ctx, 0, nThreads_);
-  while (pending_.load(std::memory_order_acquire) != 0) SKEIN_PAUSE();
+  gate_.fetch_or(kClosed, std::memory_order_acq_rel);
+  while ((gate_.load(std::memory_order_acquire) & kCountMask) != 0) SKEIN_PAUSE();
 }
 
 void ThreadPool::workerLoop(int ith) {
@@ -67,8 +72,17 @@ void ThreadPool::workerLoop(int ith) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
+    uint64_t v = gate_.load(std::memory_order_acquire);
+    bool joined = false;
+    while ((v >> 32) == seen && (v & kClosed) == 0) {
+      if (gate_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        joined = true;
+        break;
+      }
+    }
+    if (!joined) continue;  // the caller already finished this task alone
     fn_(ctx_, ith, nThreads_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    gate_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 

@@ -1,6 +1,9 @@
 // A persistent pool: the caller is thread 0, workers 1..n-1. Workers spin briefly after a task
 // (the next op of the same token usually follows within microseconds), then sleep on a condition
 // variable so an idle runner does not burn a core.
+//
+// Every task drains a shared counter (ChunkCounter, run_matmuls), so whichever threads are running
+// do all the work: on an oversubscribed machine a descheduled worker costs nothing.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -35,7 +38,11 @@ class ThreadPool {
   const int nThreads_;
   std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  // (generation << 32) | CLOSED bit | number of workers inside the current task. A worker joins only
+  // while its generation's task is open; the caller closes the task once the work is drained and
+  // waits only for workers that joined — never for one the OS has not scheduled yet.
+  std::atomic<uint64_t> gate_{0};
+  uint64_t lastGeneration_ = 0;
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
   TaskFn fn_ = nullptr;
