@@ -2,81 +2,14 @@
 // frequent events are applied here; structural ones trigger one debounced refetch of /state. No polling.
 
 import { apiFetch, auth, withKey } from "./api.svelte.ts";
+import type { ClusterState, IndexedEvent } from "./cluster-model.ts";
+import { applyEvent } from "./cluster-model.ts";
 
-export interface RunnerStatus {
-  kind: string;
-  layersLoaded?: number;
-  layerCount?: number;
-  taskId?: string;
-  reason?: string;
-}
-export interface NodeInfo {
-  nodeId: string;
-  hostname: string;
-  memoryTotalBytes: number;
-  memoryAvailableBytes: number;
-  cores: number;
-  addresses: string[];
-  apiPort: number;
-}
-export interface Shard {
-  runnerId: string;
-  nodeId: string;
-  layerStart: number;
-  layerEnd: number;
-}
-export interface Instance {
-  instanceId: string;
-  modelId: string;
-  layerCount: number;
-  sizeBytes?: number;
-  shards: Shard[];
-}
-export interface Runner {
-  runnerId: string;
-  instanceId: string;
-  nodeId: string;
-  status: RunnerStatus;
-}
-export interface Task {
-  taskId: string;
-  instanceId: string | null;
-  modelId: string;
-  status: string;
-  tokensGenerated: number;
-}
-export interface DownloadProgress {
-  modelId: string;
-  status: "pending" | "downloading" | "complete" | "failed";
-  downloadedBytes: number;
-  totalBytes: number;
-  error: string | null;
-}
-export interface Edge {
-  fromNodeId: string;
-  toNodeId: string;
-  latencyMs: number | null;
-}
-export interface ClusterState {
-  master_node_id: string | null;
-  last_idx: number;
-  nodes: Record<string, NodeInfo>;
-  instances: Record<string, Instance>;
-  runners: Record<string, Runner>;
-  tasks: Record<string, Task>;
-  downloads: Record<string, Record<string, DownloadProgress>>;
-  edges: Edge[];
-}
-
-interface IndexedEvent {
-  idx: number;
-  event: { type: string; [key: string]: unknown };
-}
+export type { ClusterState, DownloadProgress, Instance, NodeInfo, Runner, RunnerStatus, Task } from "./cluster-model.ts";
+export { runnerLabel, runnerTone } from "./cluster-model.ts";
 
 const REFETCH_DEBOUNCE_MS = 100;
 const RECONNECT_DELAY_MS = 1_000;
-/** Events that only report progress of a generation: the cluster view does not draw them. */
-const IGNORED_EVENTS = new Set(["ChunkGenerated", "TaskPrefillProgress"]);
 
 export type Connection = "connecting" | "live" | "offline";
 
@@ -156,80 +89,22 @@ class ClusterStore {
   }
 
   private onEvent(indexed: IndexedEvent): void {
-    const state = this.state;
-    if (state === null || indexed.idx <= state.last_idx) return;
-    if (indexed.idx !== state.last_idx + 1) {
-      // A gap: some event was missed; the State is re-read rather than guessed.
-      this.scheduleRefetch(0);
-      return;
+    if (this.state === null) return;
+    switch (applyEvent(this.state, indexed)) {
+      case "stale":
+        return;
+      case "gap":
+        // Some event was missed: the State is re-read rather than guessed.
+        this.scheduleRefetch(0);
+        return;
+      case "refetch":
+        this.scheduleRefetch();
+        break;
+      case "applied":
+        break;
     }
-    state.last_idx = indexed.idx;
-    const event = indexed.event;
-    if (IGNORED_EVENTS.has(event.type)) return;
-    if (!applyInPlace(state, event)) this.scheduleRefetch();
     this.version += 1;
   }
 }
 
-/** Applies the events whose effect is a field update; false = refetch the State instead. */
-function applyInPlace(state: ClusterState, event: IndexedEvent["event"]): boolean {
-  switch (event.type) {
-    case "RunnerStatusUpdated": {
-      const runner = state.runners[event["runnerId"] as string];
-      if (runner === undefined) return false;
-      runner.status = event["status"] as RunnerStatus;
-      return true;
-    }
-    case "NodeDownloadProgress": {
-      const nodeId = event["nodeId"] as string;
-      const progress = event["progress"] as DownloadProgress;
-      state.downloads[nodeId] = { ...(state.downloads[nodeId] ?? {}), [progress.modelId]: progress };
-      return true;
-    }
-    case "TaskStatusUpdated": {
-      const task = state.tasks[event["taskId"] as string];
-      if (task === undefined) return false;
-      task.status = event["status"] as string;
-      return true;
-    }
-    case "TaskClientFinished":
-      return true;
-    case "TaskDeleted":
-      delete state.tasks[event["taskId"] as string];
-      return true;
-    default:
-      return false;
-  }
-}
-
 export const cluster = new ClusterStore();
-
-export function runnerLabel(status: RunnerStatus): string {
-  switch (status.kind) {
-    case "Loading":
-      return `Loading ${status.layersLoaded ?? 0}/${status.layerCount ?? "?"}`;
-    case "WarmingUp":
-      return "Warming up";
-    case "ShuttingDown":
-      return "Shutting down";
-    default:
-      return status.kind;
-  }
-}
-
-export function runnerTone(status: RunnerStatus): "ok" | "busy" | "warn" | "bad" | "idle" {
-  switch (status.kind) {
-    case "Ready":
-      return "ok";
-    case "Running":
-      return "busy";
-    case "Loading":
-    case "Loaded":
-    case "WarmingUp":
-      return "warn";
-    case "Failed":
-      return "bad";
-    default:
-      return "idle";
-  }
-}
