@@ -116,6 +116,11 @@ export class NetTransport implements Transport {
     }));
   }
 
+  /** Dials another static peer (kept for life, like --peer). */
+  addPeer(peer: StaticPeer): void {
+    if (!this.stopped) this.dial(peer.host, peer.port, this.dialers);
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     this.discovery?.stop();

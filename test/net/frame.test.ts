@@ -22,3 +22,15 @@ test("a body that is not exactly one msgpack value is refused", () => {
   assert.throws(() => new FrameDecoder().push(Buffer.from([0, 0, 0, 2, 0x01, 0x02])), /2 msgpack values/);
   assert.throws(() => new FrameDecoder().push(Buffer.from([0, 0, 0, 0])), /empty frame/);
 });
+
+test("a hostile __proto__ key cannot change an object's prototype", () => {
+  const key = Buffer.from("__proto__");
+  const inner = Buffer.from("polluted");
+  const body = Buffer.from([0x81, 0xa0 | key.length, ...key, 0x81, 0xa0 | inner.length, ...inner, 0x01]);
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(body.length);
+  const [value] = new FrameDecoder().push(Buffer.concat([header, body])) as [Record<string, unknown>];
+  assert.equal(Object.getPrototypeOf(value), Object.prototype);
+  assert.equal((value as { polluted?: unknown }).polluted, undefined);
+  assert.equal(({} as { polluted?: unknown }).polluted, undefined);
+});
