@@ -293,3 +293,19 @@ test("a downloaded GGUF's own header decides its layer count and context length"
     await t.cleanup();
   }
 });
+
+const shippedModel = path.join(packageRoot(), BUNDLED_MODEL_FILE);
+test("the shipped default model becomes the first card with no network", { skip: existsSync(shippedModel) ? false : "models/skein-default/skein-default.gguf is not in this checkout yet" }, () => {
+  const home = mkdtempSync(path.join(os.tmpdir(), "skein-store-"));
+  try {
+    const registry = new LocalModelRegistry({ home, env: { HF_ENDPOINT: "http://127.0.0.1:9" } });
+    assert.equal(registry.bundledError, null);
+    const first = registry.list()[0];
+    assert.equal(first?.modelId, BUNDLED_MODEL_ID);
+    assert.equal(first?.path, shippedModel);
+    assert.ok((first?.layerCount ?? 0) >= 1);
+    assert.equal(registry.catalogue()[0]?.source, "bundled");
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
