@@ -29,6 +29,12 @@ export interface Conversation {
 }
 
 export const STORAGE_KEY = "skein.conversations.v1";
+
+/** The part of localStorage used here (tests pass a Map-backed one). */
+export interface KeyValueStorage {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+}
 /** localStorage holds ~5 MB per origin; the oldest conversations go first past this count. */
 export const CONVERSATIONS_MAX = 200;
 const TITLE_CHARS_MAX = 60;
@@ -43,7 +49,7 @@ export function titleFrom(text: string): string {
   return line.length > TITLE_CHARS_MAX ? `${line.slice(0, TITLE_CHARS_MAX - 1)}…` : line;
 }
 
-export function loadConversations(storage: Storage): Conversation[] {
+export function loadConversations(storage: KeyValueStorage): Conversation[] {
   try {
     const raw = storage.getItem(STORAGE_KEY);
     if (raw === null) return [];
@@ -60,7 +66,7 @@ export function loadConversations(storage: Storage): Conversation[] {
   }
 }
 
-export function saveConversations(storage: Storage, conversations: readonly Conversation[]): void {
+export function saveConversations(storage: KeyValueStorage, conversations: readonly Conversation[]): void {
   const kept = [...conversations].sort((a, b) => b.updatedAtMs - a.updatedAtMs).slice(0, CONVERSATIONS_MAX);
   try {
     storage.setItem(STORAGE_KEY, JSON.stringify(kept));
