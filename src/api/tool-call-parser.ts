@@ -4,10 +4,11 @@
 // `{"name":…,"parameters":{…}}` (optionally after `<|python_tag|>`, several joined by ";").
 // Pure: text in, pieces out, so each API adapter turns the same pieces into its own wire form.
 //
-// A Qwen call's arguments are streamed as the model writes them once `{"name": "…", "arguments":`
-// has been seen; other key orders are parsed when the call closes. The first "</tool_call>" closes a
-// call, even inside a JSON string: small models drop braces more often than they quote that tag. A Llama answer can only be told
-// from a plain JSON answer once it is complete, so an answer that starts with "{" is held to the end.
+// A call's arguments are streamed as the model writes them once `{"name": "…", "arguments":` (or
+// "parameters") has been seen; other key orders are parsed when the call closes. The first
+// "</tool_call>" closes a Qwen call, even inside a JSON string: small models drop braces more often
+// than they quote that tag. A Llama answer that starts with "{" but not like a call is held to the
+// end, when it is either a call in another key order or a plain JSON answer.
 
 export type ParsedPiece =
   | { readonly type: "text"; readonly text: string }
@@ -24,6 +25,8 @@ const CLOSE_TAG = "</tool_call>";
 const PYTHON_TAG = "<|python_tag|>";
 /** `{"name": "…", "arguments": ` — what must precede arguments for them to be streamed. */
 const CALL_PREFIX = /^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*(?=\{)/;
+/** The same at the start of a Llama answer or after the ";" between its calls. */
+const JSON_CALL_PREFIX = /^\s*(?:<\|python_tag\|>)?\s*;?\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*(?=\{)/;
 
 interface NamedCall {
   readonly name: string;
@@ -90,10 +93,14 @@ export function callsFromWholeAnswer(text: string): NamedCall[] | null {
 
 /** Scans a JSON value's text; `end` is the index just past it once complete, else null. */
 class JsonValueScanner {
-  private depth = 0;
   private inString = false;
   private escaped = false;
-  private started = false;
+  private started: boolean;
+
+  /** `depth` 1: already inside an object, complete at its closing brace. */
+  constructor(private depth = 0) {
+    this.started = depth > 0;
+  }
 
   /** Feeds `text`; returns how many of its characters belong to the value (all, or up to its end). */
   feed(text: string): { consumed: number; complete: boolean } {
@@ -141,6 +148,8 @@ export class ToolCallParser {
   private streamedArguments = "";
   private scanner: JsonValueScanner | null = null;
   private argumentsComplete = false;
+  /** A streamed Llama call: finds the brace that closes the call object after its arguments. */
+  private closer: JsonValueScanner | null = null;
 
   /** Calls completed so far. */
   get callCount(): number {
@@ -158,7 +167,7 @@ export class ToolCallParser {
   end(): ParsedPiece[] {
     const out: ParsedPiece[] = [];
     this.drain(out, true);
-    if (this.mode === "wholeJson") this.settleWholeJson(out);
+    if (this.mode === "wholeJson") this.settleJsonCalls(out);
     else if (this.mode === "call") this.settleCall(out, this.held, true);
     else if (this.held !== "") this.emitText(out, this.held);
     this.held = "";
@@ -173,7 +182,8 @@ export class ToolCallParser {
       if (this.mode === "undecided") this.decide(ended);
       else if (this.mode === "text") this.scanText(out, ended);
       else if (this.mode === "call") this.scanCall(out);
-      if (this.held.length > TOOL_CALL_TEXT_CHARS_MAX && (this.mode === "wholeJson" || (this.mode === "call" && this.streamingName === null))) {
+      else this.scanJsonCalls(out);
+      if (this.held.length > TOOL_CALL_TEXT_CHARS_MAX && this.streamingName === null && (this.mode === "wholeJson" || this.mode === "call")) {
         // Too long to be a call: show it as the text it is.
         this.emitText(out, (this.mode === "call" ? OPEN_TAG : "") + this.held);
         this.held = "";
@@ -287,10 +297,60 @@ export class ToolCallParser {
     if (ended) this.held = "";
   }
 
-  private settleWholeJson(out: ParsedPiece[]): void {
-    const calls = callsFromWholeAnswer(this.held);
+  /**
+   * A Llama answer whose calls start with `{"name": "…", "parameters": ` streams them as they are
+   * written; anything else is held and parsed whole at the end.
+   */
+  private scanJsonCalls(out: ParsedPiece[]): void {
+    if (this.streamingName === null) {
+      const match = JSON_CALL_PREFIX.exec(this.held);
+      if (match === null) return;
+      const name = tryParseJson(`"${match[1] ?? ""}"`);
+      if (!name.ok || typeof name.value !== "string" || name.value === "") return;
+      this.streamingName = name.value;
+      this.streamedArguments = "";
+      this.scanner = new JsonValueScanner();
+      this.argumentsComplete = false;
+      this.closer = null;
+      out.push({ type: "toolCallStart", index: this.callIndex, name: this.streamingName });
+      this.held = this.held.slice(match[0].length);
+    }
+    if (!this.argumentsComplete && this.scanner !== null) {
+      const { consumed, complete } = this.scanner.feed(this.held);
+      const delta = this.held.slice(0, consumed);
+      if (delta !== "") {
+        this.streamedArguments += delta;
+        out.push({ type: "toolCallArguments", index: this.callIndex, delta });
+      }
+      this.held = this.held.slice(consumed);
+      this.argumentsComplete = complete;
+      if (!complete) return;
+      this.closer = new JsonValueScanner(1);
+    }
+    if (this.closer === null) return;
+    const { consumed, complete } = this.closer.feed(this.held);
+    this.held = this.held.slice(consumed);
+    if (!complete) return;
+    out.push({ type: "toolCallEnd", index: this.callIndex, name: this.streamingName, arguments: this.streamedArguments });
+    this.callIndex += 1;
+    this.streamingName = null;
+    this.scanner = null;
+    this.closer = null;
+  }
+
+  private settleJsonCalls(out: ParsedPiece[]): void {
+    if (this.streamingName !== null) {
+      // Cut off (max_tokens) inside a call: it ends with what was written.
+      out.push({ type: "toolCallEnd", index: this.callIndex, name: this.streamingName, arguments: this.streamedArguments });
+      this.callIndex += 1;
+      this.streamingName = null;
+      return;
+    }
+    const rest = this.callIndex > 0 ? this.held.replace(/^\s*;/, "") : this.held;
+    if (rest.trim() === "") return;
+    const calls = callsFromWholeAnswer(rest);
     if (calls === null) {
-      if (this.held !== "") out.push({ type: "text", text: this.held });
+      out.push({ type: "text", text: rest });
       return;
     }
     for (const call of calls) {

@@ -113,7 +113,7 @@ test("openai client: responses API, chat tool calls, tool_choice, json mode and 
       replyWith(cluster, ['{"name": "lookup", "parameters": {"q": "x"}}']);
       const called = await client.chat.completions.create({ model: MODEL_ID, messages: [{ role: "user", content: "find x" }], tools });
       assert.equal(called.choices[0]!.message.content, null);
-      assert.deepEqual(called.choices[0]!.message.tool_calls?.map((c) => (c.type === "function" ? [c.function.name, c.function.arguments] : null)), [["lookup", '{"q":"x"}']]);
+      assert.deepEqual(called.choices[0]!.message.tool_calls?.map((c) => (c.type === "function" ? [c.function.name, c.function.arguments] : null)), [["lookup", '{"q": "x"}']]);
 
       replyWith(cluster, ['{"name": "lookup", "parameters": {}}']);
       const none = await client.chat.completions.create({ model: MODEL_ID, messages: [{ role: "user", content: "find x" }], tools, tool_choice: "none" });

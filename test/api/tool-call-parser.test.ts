@@ -64,13 +64,13 @@ const cases: Case[] = [
     name: "llama json answer",
     output: '{"name": "get_weather", "parameters": {"city": "Oslo"}}',
     text: "",
-    calls: [{ name: "get_weather", arguments: '{"city":"Oslo"}' }],
+    calls: [{ name: "get_weather", arguments: '{"city": "Oslo"}' }],
   },
   {
     name: "llama python_tag",
     output: '<|python_tag|>{"name": "f", "parameters": {"n": 3}}',
     text: "",
-    calls: [{ name: "f", arguments: '{"n":3}' }],
+    calls: [{ name: "f", arguments: '{"n": 3}' }],
   },
   {
     name: "llama two calls joined by ;",
@@ -78,8 +78,20 @@ const cases: Case[] = [
     text: "",
     calls: [
       { name: "a", arguments: "{}" },
-      { name: "b", arguments: '{"z":true}' },
+      { name: "b", arguments: '{"z": true}' },
     ],
+  },
+  {
+    name: "llama call with parameters first is parsed at the end",
+    output: '{"parameters": {"k": "v"}, "name": "f"}',
+    text: "",
+    calls: [{ name: "f", arguments: '{"k":"v"}' }],
+  },
+  {
+    name: "llama call with an extra key after the arguments",
+    output: '{"name": "f", "parameters": {"a": [1, {"b": "}"}]}, "id": 7}',
+    text: "",
+    calls: [{ name: "f", arguments: '{"a": [1, {"b": "}"}]}' }],
   },
   { name: "a JSON answer that is not a call stays text", output: '{"answer": 42}', text: '{"answer": 42}', calls: [] },
   { name: "leading whitespace of plain text is kept", output: "\n  Hi", text: "\n  Hi", calls: [] },
@@ -182,4 +194,26 @@ test("callsFromWholeAnswer refuses non-calls", () => {
   assert.equal(callsFromWholeAnswer('{"name": 3}'), null);
   assert.equal(callsFromWholeAnswer('{"name": "f", "parameters": [1]}'), null);
   assert.deepEqual(callsFromWholeAnswer('[{"name": "f"}]'), [{ name: "f", arguments: "{}" }]);
+});
+
+test("tool-call parser: a Llama call streams its parameters as they are written", () => {
+  const parser = new ToolCallParser();
+  assert.deepEqual(parser.push('{"name": "f", "parameters": {"q": "ab'), [
+    { type: "toolCallStart", index: 0, name: "f" },
+    { type: "toolCallArguments", index: 0, delta: '{"q": "ab' },
+  ]);
+  assert.deepEqual(parser.push('c"}}; {"name": "g", "parameters": {}}'), [
+    { type: "toolCallArguments", index: 0, delta: 'c"}' },
+    { type: "toolCallEnd", index: 0, name: "f", arguments: '{"q": "abc"}' },
+    { type: "toolCallStart", index: 1, name: "g" },
+    { type: "toolCallArguments", index: 1, delta: "{}" },
+    { type: "toolCallEnd", index: 1, name: "g", arguments: "{}" },
+  ]);
+  assert.deepEqual(parser.end(), []);
+});
+
+test("tool-call parser: a Llama call cut off by max_tokens still ends", () => {
+  const parser = new ToolCallParser();
+  const pieces = [...parser.push('{"name": "f", "parameters": {"q": "a'), ...parser.end()];
+  assert.deepEqual(pieces.at(-1), { type: "toolCallEnd", index: 0, name: "f", arguments: '{"q": "a' });
 });
