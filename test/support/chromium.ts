@@ -119,5 +119,6 @@ export interface PageElement {
 }
 export interface PageGlobals {
   readonly document: { querySelector(selector: string): PageElement | null; querySelectorAll(selector: string): ArrayLike<PageElement> };
+  readonly localStorage: { getItem(key: string): string | null };
   readonly __pwned?: unknown;
 }
