@@ -143,7 +143,7 @@ test("repacked 8-row kernels agree with the row-by-row kernels (decode and prefi
   const rows = 64;
   const cols = 512;
   const w = randomVector(rows * cols, 21);
-  for (const type of [GgmlType.Q4_0, GgmlType.Q8_0]) {
+  for (const type of [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q5_0]) {
     const bytes = encode(type, w);
     for (const n of [1, 3, 9]) {
       const x = randomVector(n * cols, 30 + n);
@@ -154,5 +154,26 @@ test("repacked 8-row kernels agree with the row-by-row kernels (decode and prefi
         assert.ok(Math.abs(plain[i]! - packed[i]!) <= 1e-4 * (1 + Math.abs(plain[i]!)), `${ggmlTypeTraits(type).name} n=${n} i=${i}: ${plain[i]} vs ${packed[i]}`);
       }
     }
+  }
+});
+
+test("results do not depend on the thread count (each output is computed whole by one thread)", () => {
+  const rows = 96;
+  const cols = 256;
+  const w = randomVector(rows * cols, 41);
+  const before = native.threads();
+  try {
+    for (const type of [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q5_0, GgmlType.Q4_K]) {
+      const bytes = encode(type, w);
+      for (const n of [1, 7]) {
+        const x = randomVector(n * cols, 50 + n);
+        native.setThreads(1);
+        const one = native.matmul(type, bytes, rows, cols, x, n, true);
+        native.setThreads(3);
+        for (let rep = 0; rep < 20; rep++) assert.deepEqual(native.matmul(type, bytes, rows, cols, x, n, true), one);
+      }
+    }
+  } finally {
+    native.setThreads(before);
   }
 });

@@ -150,9 +150,9 @@ void run_matmuls(const MatJob* jobs, int nJobs, int n) {
       const int k = (int)w.ne0;
       if (w.packKind != PACK_NONE) {
         const PackedKernels& pk = packed_kernels();
-        const packed_gemm_fn gemm = w.packKind == PACK_Q4_0x8 ? pk.q4_0x8 : pk.q8_0x8;
+        const packed_gemm_fn gemm = w.packKind == PACK_Q4_0x8 ? pk.q4_0x8 : w.packKind == PACK_Q5_0x8 ? pk.q5_0x8 : pk.q8_0x8;
         const int64_t nb = w.ne0 / QK8_0;
-        const size_t groupBytes = (size_t)nb * (w.packKind == PACK_Q4_0x8 ? sizeof(block_q4_0x8) : sizeof(block_q8_0x8));
+        const size_t groupBytes = (size_t)nb * packed_block_bytes(w.packKind);
         for (int t0 = 0; t0 < n; t0 += 4) {
           const int tn = std::min(4, n - t0);
           PackedActs a = job.x.packed;
@@ -445,13 +445,15 @@ bool pack_tensor(Tensor& t) {
   int kind = PACK_NONE;
   if (t.type == T_Q4_0 && pk.q4_0x8 != nullptr) kind = PACK_Q4_0x8;
   if (t.type == T_Q8_0 && pk.q8_0x8 != nullptr) kind = PACK_Q8_0x8;
+  if (t.type == T_Q5_0 && pk.q5_0x8 != nullptr) kind = PACK_Q5_0x8;
   if (kind == PACK_NONE) return false;
   const int64_t nb = t.ne0 / QK8_0;
-  const size_t blockBytes = kind == PACK_Q4_0x8 ? sizeof(block_q4_0x8) : sizeof(block_q8_0x8);
+  const size_t blockBytes = packed_block_bytes(kind);
   const size_t bytes = (size_t)(t.ne1 / 8) * (size_t)nb * blockBytes;
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw ModelError("cannot allocate " + std::to_string(bytes) + " bytes for repacked weights");
   if (kind == PACK_Q4_0x8) repack_q4_0x8(t.data, t.rowBytes, t.ne1, nb, p);
+  else if (kind == PACK_Q5_0x8) repack_q5_0x8(t.data, t.rowBytes, t.ne1, nb, p);
   else repack_q8_0x8(t.data, t.rowBytes, t.ne1, nb, p);
   t.packed = (uint8_t*)p;
   t.packedBytes = bytes;

@@ -43,6 +43,27 @@ void repack_q8_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb
   }
 }
 
+void repack_q5_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst) {
+  block_q5_0x8* out = (block_q5_0x8*)dst;
+  for (int64_t g = 0; g < rows / 8; g++) {
+    for (int64_t b = 0; b < nb; b++) {
+      block_q5_0x8& o = out[g * nb + b];
+      for (int r = 0; r < 8; r++) {
+        const block_q5_0* s = (const block_q5_0*)(src + (size_t)(g * 8 + r) * rowBytes) + b;
+        uint32_t qh;
+        std::memcpy(&qh, s->qh, 4);
+        o.d[r] = s->d;
+        o.qh[r] = qh;
+        int sum = 0;
+        for (int j = 0; j < 16; j++)
+          sum += ((s->qs[j] & 0x0F) | (((qh >> j) & 1) << 4)) + ((s->qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 32;
+        o.wsum[r] = (int16_t)sum;
+        for (int k = 0; k < 4; k++) std::memcpy(o.qs + 32 * k + 4 * r, s->qs + 4 * k, 4);
+      }
+    }
+  }
+}
+
 void pack_acts_q8_0(const void* q8, int64_t nb, uint8_t* qsOut, float* dOut) {
   const block_q8_0* y = (const block_q8_0*)q8;
   for (int64_t b = 0; b < nb; b++) {
@@ -63,12 +84,15 @@ const PackedKernels& packed_kernels() {
                       __builtin_cpu_supports("f16c");
     if (!avx2) return;
     g_packed.q4_0x8 = avx2::gemm_q4_0x8;
+    g_packed.q5_0x8 = avx2::gemm_q5_0x8;
     if (std::getenv("SKEIN_NO_VNNI") != nullptr) return;
     if (__builtin_cpu_supports("avxvnni")) {
       g_packed.q4_0x8 = avxvnni::gemm_q4_0x8;
+      g_packed.q5_0x8 = avxvnni::gemm_q5_0x8;
       g_packed.q8_0x8 = avxvnni::gemm_q8_0x8;
     } else if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
       g_packed.q4_0x8 = avx512vnni::gemm_q4_0x8;
+      g_packed.q5_0x8 = avx512vnni::gemm_q5_0x8;
       g_packed.q8_0x8 = avx512vnni::gemm_q8_0x8;
     }
 #endif

@@ -12,7 +12,7 @@
 
 namespace skein {
 
-enum PackedKind : int { PACK_NONE = 0, PACK_Q4_0x8 = 1, PACK_Q8_0x8 = 2 };
+enum PackedKind : int { PACK_NONE = 0, PACK_Q4_0x8 = 1, PACK_Q8_0x8 = 2, PACK_Q5_0x8 = 3 };
 
 #pragma pack(push, 1)
 // Chunk k (0..3) of qs: 8 rows × bytes 4k..4k+3 of the row's q4_0 qs (low nibbles: elements
@@ -28,9 +28,21 @@ struct block_q8_0x8 {
   int16_t wsum[8];  // Σq over the block, per row
   int8_t qs[8 * QK8_0];
 };
+// As q4_0x8 for the low nibbles; qh[r] is row r's 32 high bits (bit j: element j).
+struct block_q5_0x8 {
+  f16_t d[8];
+  int16_t wsum[8];  // Σ(q - 16) over the block, per row
+  uint8_t qs[8 * QK5_0 / 2];
+  uint32_t qh[8];
+};
 #pragma pack(pop)
+static_assert(sizeof(block_q5_0x8) == 16 + 16 + 128 + 32, "q5_0x8 size");
 static_assert(sizeof(block_q4_0x8) == 16 + 16 + 128, "q4_0x8 size");
 static_assert(sizeof(block_q8_0x8) == 16 + 16 + 256, "q8_0x8 size");
+
+inline size_t packed_block_bytes(int kind) {
+  return kind == PACK_Q4_0x8 ? sizeof(block_q4_0x8) : kind == PACK_Q5_0x8 ? sizeof(block_q5_0x8) : sizeof(block_q8_0x8);
+}
 
 // Activation rows for packed kernels: per row, nb blocks of 32 unsigned bytes (y + 128), then nb floats.
 struct PackedActs {
@@ -42,6 +54,7 @@ struct PackedActs {
 // Rows must be a multiple of 8. `dst` holds (rows / 8) * nb blocks of the packed type.
 void repack_q4_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst);
 void repack_q8_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst);
+void repack_q5_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst);
 // Converts q8_0 activation blocks into PackedActs layout (qs: nb*32 bytes, d: nb floats per row).
 void pack_acts_q8_0(const void* q8, int64_t nb, uint8_t* qsOut, float* dOut);
 
@@ -51,17 +64,21 @@ using packed_gemm_fn = void (*)(int64_t nb, const void* group, const PackedActs&
 struct PackedKernels {
   packed_gemm_fn q4_0x8 = nullptr;
   packed_gemm_fn q8_0x8 = nullptr;  // needs VNNI (unsigned 255 × signed 127 overflows maddubs)
+  packed_gemm_fn q5_0x8 = nullptr;
 };
 const PackedKernels& packed_kernels();
 
 namespace avx2 {
+void gemm_q5_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 void gemm_q4_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 }
 namespace avxvnni {
+void gemm_q5_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 void gemm_q4_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 void gemm_q8_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 }
 namespace avx512vnni {
+void gemm_q5_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 void gemm_q4_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 void gemm_q8_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 }
