@@ -13,7 +13,7 @@ import type { ApiDeps } from "./deps.ts";
 import type { ApiEnv } from "./env.ts";
 import type { ApiError } from "./errors.ts";
 import { ApiError as ApiErrorClass } from "./errors.ts";
-import { collectAnswer, endToError, pumpUpdates, startGeneration } from "./generation.ts";
+import { collectAnswer, endToError, prepareModel, pumpUpdates, startGeneration } from "./generation.ts";
 import { jsonBody } from "./middleware/json-body.ts";
 import type { OllamaChatRequest, OllamaTimings } from "./ollama-format.ts";
 import {
@@ -81,8 +81,9 @@ export function ollamaRouter(deps: ApiDeps): Hono<ApiEnv> {
   router.post("/generate", jsonBody(), async (c) => {
     const request = parseWith(OllamaGenerateRequestSchema, c.var.jsonBody);
     const model = resolveModelName(deps, request.model);
-    // Ollama's way to load a model without generating: an empty prompt.
+    // Ollama's way to load a model without generating: an empty prompt places it if needed.
     if ((request.prompt ?? "") === "") {
+      await prepareModel(deps, model, c.req.raw.signal);
       return c.json({ model: request.model, created_at: new Date(deps.clock.nowMs()).toISOString(), response: "", done: true, done_reason: "load" });
     }
     return generate(c, deps, "generate", model, request.stream !== false, generateToGenerationParams(request), request.format);

@@ -88,6 +88,16 @@ test("anthropic client: streaming, non-streaming, errors, abort and a tool-call 
       assert.equal(seen, "first");
     });
 
+    await t.test("a non-streaming request whose client gives up cancels the task", async () => {
+      const controller = new AbortController();
+      cluster.onTaskCreated = () => queueMicrotask(() => controller.abort());
+      await assert.rejects(client.messages.create({ model: MODEL_ID, max_tokens: 10, messages: [{ role: "user", content: "slow" }] }, { signal: controller.signal }), (e: unknown) => e instanceof Anthropic.APIUserAbortError);
+      const id = cluster.sent("TextGeneration").at(-1)!.commandId;
+      await waitUntil(() => cluster.finishesOf(id) === 1, "TaskFinished");
+      assert.equal(cluster.cancelsOf(id), 1);
+      assert.equal(cluster.taskOf(id), undefined, "the task is gone");
+    });
+
     await t.test("tool-call round trip: tool_use streamed with input_json_delta, then the tool_result", async () => {
       cluster.onTaskCreated = (task) =>
         queueMicrotask(() => cluster.generate(task.taskId, ["I will check.", "<tool_call>\n", '{"name": "get_weather", ', '"arguments": {"city": ', '"Paris"}}', "\n</tool_call>"]));
