@@ -197,7 +197,8 @@ function terminalRenderer(io: ModelsCommandIo): Renderer {
   let drawn = false;
   return {
     progress(progress) {
-      io.stdout.write(`\r${renderProgressLine(progress)}\x1b[K`);
+      const suffix = progress.phase === "verifying" ? "  verifying sha256…" : "";
+      io.stdout.write(`\r${renderProgressLine(progress)}${suffix}\x1b[K`);
       drawn = true;
     },
     done() {
@@ -211,6 +212,13 @@ function plainRenderer(io: ModelsCommandIo): Renderer {
   let lastStep = -1;
   return {
     progress(progress) {
+      if (progress.phase === "verifying") {
+        const finalStep = 100 / PLAIN_PROGRESS_STEP_PERCENT;
+        if (lastStep < finalStep) io.stdout.write(`${renderProgressLine(progress)}\n`);
+        lastStep = finalStep;
+        io.stdout.write("verifying sha256…\n");
+        return;
+      }
       if (progress.totalBytes <= 0) return;
       const step = Math.floor((progress.downloadedBytes / progress.totalBytes) * (100 / PLAIN_PROGRESS_STEP_PERCENT));
       if (step <= lastStep) return;

@@ -85,6 +85,8 @@ export interface DownloadProgressInfo {
   readonly bytesPerSecond: number;
   /** null until a rate is known. */
   readonly etaSeconds: number | null;
+  /** "verifying": every byte is here and the sha256 is being checked (seconds for large files). */
+  readonly phase: "downloading" | "verifying";
 }
 
 export interface DownloadFileOptions {
@@ -201,7 +203,7 @@ class DownloadJob {
       this.state = state;
       this.downloadedBytes = resumedBytes;
       await this.fetchChunks(state);
-      this.emitProgress(true);
+      this.emitProgress(true, "verifying");
       const sha256 = await this.verify(probe);
       await rename(this.partialPath, this.options.destinationPath);
       await rm(partialStatePathOf(this.options.destinationPath), { force: true });
@@ -340,7 +342,7 @@ class DownloadJob {
         await handle.write(piece, 0, writable, chunk.next);
         chunk.next += writable;
         this.downloadedBytes += writable;
-        this.emitProgress(false);
+        this.emitProgress(false, "downloading");
         await this.maybeSaveState();
       }
     } catch (error) {
@@ -497,7 +499,7 @@ class DownloadJob {
     await writeFileAtomic(partialStatePathOf(this.options.destinationPath), JSON.stringify(state));
   }
 
-  private emitProgress(final: boolean): void {
+  private emitProgress(final: boolean, phase: DownloadProgressInfo["phase"]): void {
     const onProgress = this.options.onProgress;
     const total = this.state?.totalBytes ?? 0;
     const now = this.nowMs();
@@ -510,7 +512,7 @@ class DownloadJob {
     const elapsedMs = now - first.atMs;
     const bytesPerSecond = elapsedMs > 0 ? ((this.downloadedBytes - first.bytes) * 1000) / elapsedMs : 0;
     const etaSeconds = bytesPerSecond > 0 ? (total - this.downloadedBytes) / bytesPerSecond : null;
-    onProgress({ downloadedBytes: this.downloadedBytes, totalBytes: total, bytesPerSecond, etaSeconds });
+    onProgress({ downloadedBytes: this.downloadedBytes, totalBytes: total, bytesPerSecond, etaSeconds, phase });
   }
 }
 

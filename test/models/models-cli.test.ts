@@ -65,7 +65,8 @@ test("list, pull, path, rm through the command", async () => {
     assert.equal(pulled.code, 0, pulled.stderr);
     assert.match(pulled.stdout, /100%/);
     assert.doesNotMatch(pulled.stdout, /\r/, "no carriage returns when stdout is not a terminal");
-    assert.match(pulled.stdout, /alpha is ready/);
+    assert.match(pulled.stdout, /100%.*\nverifying sha256…\nalpha is ready/);
+    assert.equal(pulled.stdout.match(/100%/g)?.length, 1, "the last line is not printed twice");
 
     const where = await t.run(["path", "alpha"]);
     assert.equal(where.code, 0);
@@ -113,7 +114,7 @@ test("errors and usage: unknown model, missing id, unknown command, gated model"
 });
 
 test("the progress line shows bytes, rate and ETA", () => {
-  const line = renderProgressLine({ downloadedBytes: 250_000_000, totalBytes: 1_000_000_000, bytesPerSecond: 12_500_000, etaSeconds: 60 }, 8);
+  const line = renderProgressLine({ downloadedBytes: 250_000_000, totalBytes: 1_000_000_000, bytesPerSecond: 12_500_000, etaSeconds: 60, phase: "downloading" }, 8);
   assert.equal(line, "[##------]  25%  250 MB / 1.0 GB  12.5 MB/s  ETA 01:00");
   assert.equal(formatEta(null), "--:--");
   assert.equal(formatEta(3725), "1:02:05");
