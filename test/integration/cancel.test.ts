@@ -120,7 +120,7 @@ describe("cancellation end to end", () => {
 
   test("client aborts a NON-streaming request → task Cancelled", async () => {
     const controller = new AbortController();
-    const pending = postChat(node.url, chatBody({ max_tokens: 100_000 }), controller.signal).catch((e: unknown) => e);
+    const pending = postChat(node.url, chatBody({ max_tokens: 4_000 }), controller.signal).catch((e: unknown) => e);
     const running = await node.waitFor((s) => Object.values(s.tasks).some((t) => t.status === "Running"), "a running task");
     const task = Object.values(running.tasks)[0]!;
     controller.abort();
