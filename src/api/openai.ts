@@ -27,9 +27,6 @@ import {
 } from "./openai-format.ts";
 import type { TaskEnd, TaskStream, TaskUpdate } from "./task-stream.ts";
 
-/** Kept here for callers that imported it from the OpenAI adapter. */
-export { isQueueFull } from "./generation.ts";
-
 export function openAiRouter(deps: ApiDeps): Hono<ApiEnv> {
   const router = new Hono<ApiEnv>();
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { failureToApiError, statusOfFailure } from "../../src/api/errors.ts";
-import { isQueueFull } from "../../src/api/openai.ts";
+import { isQueueFull } from "../../src/api/generation.ts";
 import { finishReasonOf, logprobsJson, parseChatCompletionRequest, toGenerationParams } from "../../src/api/openai-format.ts";
 import type { TaskEnd } from "../../src/api/task-stream.ts";
 import { FailureCodeSchema } from "../../src/shared/types.ts";
