@@ -289,8 +289,13 @@ describe("dashboard in Chromium", { skip, timeout: 90_000 }, () => {
     const huge = page.locator(`[data-testid="model-card"][data-model="${MODEL_HUGE}"]`);
     await huge.getByRole("button", { name: "Launch…" }).click();
     assert.match((await huge.getByTestId("placement-reason").first().textContent()) ?? "", /\S/);
+    await huge.scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "models-impossible.png") });
     const card = page.locator(`[data-testid="model-card"][data-model="${MODEL_LAUNCH}"]`);
     await card.getByRole("button", { name: "Launch…" }).click();
+    await card.getByRole("button", { name: "Launch on 1 node" }).waitFor();
+    await card.scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "models-preview.png") });
     await card.getByRole("button", { name: "Launch on 1 node" }).click();
     await card.getByTestId("instance").getByText("Ready").waitFor();
     await node.waitFor((s) => Object.values(s.instances).some((i) => i.modelId === MODEL_LAUNCH), "the launched instance");
