@@ -309,3 +309,25 @@ test("the shipped default model becomes the first card with no network", { skip:
     rmSync(home, { recursive: true, force: true });
   }
 });
+
+test("HF_TOKEN from the environment opens a gated model", async () => {
+  const hub = await FakeHub.start();
+  const home = mkdtempSync(path.join(os.tmpdir(), "skein-store-"));
+  try {
+    const { sha256 } = hub.addFile({ repo: "org/gated-GGUF", file: "gated.gguf", content: randomBytes(FILE_BYTES), gated: true });
+    const make = (env: Record<string, string>) =>
+      new LocalModelRegistry({
+        home,
+        bundled: null,
+        catalog: [{ ...tinyCatalogEntry("gated", "org/gated-GGUF", "gated.gguf", sha256), gated: true }],
+        env: { HF_ENDPOINT: hub.url, ...env },
+        download: { retryBaseDelayMs: 1, freeBytes: async () => 1e12 },
+      });
+    await assert.rejects(make({}).pull("gated"), (e: unknown) => e instanceof DownloadError && e.code === "unauthorized" && /HF_TOKEN=/.test(e.message));
+    const card = await make({ HF_TOKEN: ` ${FakeHub.validToken}\n` }).pull("gated");
+    assert.equal(card.modelId, "gated");
+  } finally {
+    await hub.close();
+    rmSync(home, { recursive: true, force: true });
+  }
+});
