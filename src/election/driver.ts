@@ -2,8 +2,8 @@
 // and carries out its outputs. The owner decides the pace (a real node calls tick() from a timer;
 // the simulation calls it on its fake clock), so the same driver runs in both.
 //
-// Not done yet (see the report on issue 8): term, vote and log must reach the disk before the
-// messages of a step are sent; today RaftState lives in memory only.
+// Raft's safety needs term, vote and log on stable storage before any message of the same step
+// leaves: the `persist` hook is called exactly then (the on-disk format is the owner's business).
 import { z } from "zod";
 import type { Clock } from "../shared/clock.ts";
 import type { NodeId } from "../shared/ids.ts";
@@ -25,7 +25,22 @@ export interface RaftDriverOptions<P, S> {
   readonly onApply: (entries: readonly LogEntry<P>[]) => void;
   readonly onRestore: (snapshot: Snapshot<S>) => void;
   readonly onRoleChanged?: (role: Role, term: number, leaderId: NodeId | null) => void;
+  /** Called, before the step's messages are sent, whenever term, vote, snapshot or log changed. Must be durable when it returns. */
+  readonly persist?: (hard: HardState<P, S>) => void;
   readonly logger?: Pick<Logger, "debug" | "info" | "warn">;
+}
+
+/** What a node must remember across a crash; everything else in RaftState is rebuilt. */
+export interface HardState<P, S> {
+  readonly term: number;
+  readonly votedFor: NodeId | null;
+  readonly snapshot: Snapshot<S>;
+  readonly log: readonly LogEntry<P>[];
+}
+
+/** The state a restarted node starts from: its hard state, as a follower that knows no leader. */
+export function restoredRaftState<P, S>(fresh: RaftState<P, S>, hard: HardState<P, S>): RaftState<P, S> {
+  return { ...fresh, term: hard.term, votedFor: hard.votedFor, snapshot: hard.snapshot, log: hard.log, commitIndex: hard.snapshot.lastIndex, appliedIndex: hard.snapshot.lastIndex };
 }
 
 export class RaftDriver<P, S> {
@@ -66,8 +81,11 @@ export class RaftDriver<P, S> {
   }
 
   private run(input: Parameters<typeof step<P, S>>[2]): RaftOutput<P, S>[] {
-    const { state, outputs } = step(this.options.config, this.current, input, this.options.clock.nowMs());
+    const before = this.current;
+    const { state, outputs } = step(this.options.config, before, input, this.options.clock.nowMs());
     this.current = state;
+    const hardChanged = state.term !== before.term || state.votedFor !== before.votedFor || state.log !== before.log || state.snapshot !== before.snapshot;
+    if (hardChanged) this.options.persist?.({ term: state.term, votedFor: state.votedFor, snapshot: state.snapshot, log: state.log });
     for (const output of outputs) this.carryOut(output);
     return outputs;
   }

@@ -39,6 +39,8 @@ export function runSeed(seed: number): SeedResult {
     heal: 0.002 + setup.next() * 0.02,
     crash: setup.next() * 0.01,
     restart: 0.002 + setup.next() * 0.03,
+    // A crash and an immediate restart: all the node keeps is what it persisted (term, vote, log).
+    bounce: setup.next() * 0.02,
   };
   const preVote = setup.chance(0.5);
   const sim = new SimCluster({ seed, nodeCount, faults, config: { preVote } });
@@ -62,6 +64,13 @@ export function runSeed(seed: number): SeedResult {
       if (!victim.crashed) sim.crash(victim);
     }
     for (const n of sim.nodes) if (n.crashed && prng.chance(rates.restart)) sim.restart(n);
+    if (prng.chance(rates.bounce)) {
+      const n = prng.pick(sim.nodes);
+      if (!n.crashed) {
+        sim.crash(n);
+        sim.restart(n);
+      }
+    }
   }
 
   // ── liveness: heal everything, stop the workload, require convergence ──

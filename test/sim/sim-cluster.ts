@@ -4,7 +4,8 @@
 // every step and throw SimulationError with the seed, so a failure replays with SKEIN_SEED.
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import { RaftDriver, raftMessageSchema } from "../../src/election/driver.ts";
+import type { HardState } from "../../src/election/driver.ts";
+import { RaftDriver, raftMessageSchema, restoredRaftState } from "../../src/election/driver.ts";
 import { Prng } from "../../src/election/prng.ts";
 import type { LogEntry, RaftConfig, RaftMessage, RaftState, Snapshot } from "../../src/election/raft.ts";
 import { initialRaftState, lastLogIndex } from "../../src/election/raft.ts";
@@ -67,6 +68,8 @@ class SimNode {
   transport: FakeTransport;
   replica: State = emptyState();
   crashed = false;
+  /** What the persist hook wrote: all a crashed node gets back. */
+  persisted: HardState<Payload, State>;
 
   constructor(
     readonly id: NodeId,
@@ -74,6 +77,7 @@ class SimNode {
     private readonly sim: SimCluster,
     initial: RaftState<Payload, State>,
   ) {
+    this.persisted = { term: initial.term, votedFor: initial.votedFor, snapshot: initial.snapshot, log: initial.log };
     [this.driver, this.transport] = this.boot(initial);
   }
 
@@ -101,6 +105,7 @@ class SimNode {
       onApply: (entries) => this.sim.onApply(this, entries),
       onRestore: (snapshot) => this.sim.onRestore(this, snapshot),
       onRoleChanged: (role, term) => this.sim.onRoleChanged(this, role, term),
+      persist: (hard) => (this.persisted = hard),
     });
     this.driver = driver;
     this.transport = transport;
@@ -228,9 +233,9 @@ export class SimCluster {
   /** Restarts with what Raft keeps on disk (term, vote, snapshot, log); everything else starts over. */
   restart(n: SimNode): void {
     n.crashed = false;
-    const persisted = n.raft;
+    const persisted = n.persisted;
     const fresh = initialRaftState(n.config, persisted.snapshot, this.prng.int(2 ** 31), this.nowMs);
-    n.boot({ ...fresh, term: persisted.term, votedFor: persisted.votedFor, log: persisted.log });
+    n.boot(restoredRaftState(fresh, persisted));
     n.replica = persisted.snapshot.state;
   }
 
