@@ -79,3 +79,17 @@ test("ollama client on a real node: abort mid-stream ends the task Cancelled and
   await node.waitFor((state) => isIdle(state), "task deleted and runners Ready after the abort");
   assert.equal(cancelledTaskCount(node.events), cancelledBefore + 1);
 });
+
+test("anthropic SDK on a real node: abort mid-stream ends the task Cancelled and frees the runner", async () => {
+  const client = new Anthropic({ baseURL: node.url, apiKey: "x", maxRetries: 0, timeout: 20_000 });
+  const cancelledBefore = cancelledTaskCount(node.events);
+  const stream = client.messages.stream({ model: SLOW_MODEL, max_tokens: 2_000, messages: [{ role: "user", content: "talk forever" }] });
+  let deltas = 0;
+  stream.on("text", () => {
+    deltas += 1;
+    if (deltas === 3) stream.abort();
+  });
+  await assert.rejects(stream.finalMessage(), (e: unknown) => e instanceof Anthropic.APIUserAbortError);
+  await node.waitFor((state) => isIdle(state), "task deleted and runners Ready after the abort");
+  assert.equal(cancelledTaskCount(node.events), cancelledBefore + 1);
+});
