@@ -74,8 +74,13 @@ export function ollamaRouter(deps: ApiDeps): Hono<ApiEnv> {
 
   router.post("/chat", jsonBody(), async (c) => {
     const request = parseWith(OllamaChatRequestSchema, c.var.jsonBody);
-    const params = chatToGenerationParams(request);
-    return generate(c, deps, "chat", resolveModelName(deps, request.model), request.stream !== false, params, request.format);
+    const model = resolveModelName(deps, request.model);
+    // As with /api/generate, no messages means "load the model".
+    if (request.messages.length === 0) {
+      await prepareModel(deps, model, c.req.raw.signal);
+      return c.json({ model: request.model, created_at: new Date(deps.clock.nowMs()).toISOString(), message: { role: "assistant", content: "" }, done: true, done_reason: "load" });
+    }
+    return generate(c, deps, "chat", model, request.stream !== false, chatToGenerationParams(request), request.format);
   });
 
   router.post("/generate", jsonBody(), async (c) => {

@@ -265,6 +265,8 @@ test("ollama: NDJSON stream, stream:false, and the bare /api mount", async () =>
   assert.deepEqual([load["done"], load["done_reason"]], [true, "load"]);
   assert.equal(cluster.sent("PlaceInstance").at(-1)?.model.modelId, OTHER_MODEL_ID, "an empty prompt loads the model");
   assert.equal((await app.request(`${BASE}/api/generate`, postJson({ model: "nope" }))).status, 404);
+  const loadChat = (await (await app.request(`${BASE}/api/chat`, postJson({ model: MODEL_ID, messages: [] }))).json()) as Record<string, unknown>;
+  assert.deepEqual([loadChat["done"], loadChat["done_reason"]], [true, "load"]);
 });
 
 test("ollama: errors are {error} with the status, for bad bodies, unknown models and unknown routes", async () => {
