@@ -3,9 +3,9 @@
 // the core's apply/restore outputs, exactly as a real node's Replica would. Checkers run after
 // every step and throw SimulationError with the seed, so a failure replays with SKEIN_SEED.
 import { createHash } from "node:crypto";
-import { z } from "zod";
 import type { HardState } from "../../src/election/driver.ts";
-import { RaftDriver, raftMessageSchema, restoredRaftState } from "../../src/election/driver.ts";
+import { RaftDriver, restoredRaftState } from "../../src/election/driver.ts";
+import { skeinRaftConfig, skeinRaftMessageParser } from "../../src/election/skein-log.ts";
 import { Prng } from "../../src/election/prng.ts";
 import type { LogEntry, RaftConfig, RaftMessage, RaftState, Snapshot } from "../../src/election/raft.ts";
 import { initialRaftState, lastLogIndex } from "../../src/election/raft.ts";
@@ -15,7 +15,6 @@ import type { NodeId } from "../../src/shared/ids.ts";
 import type { State } from "../../src/shared/state.ts";
 import { emptyState } from "../../src/shared/state.ts";
 import type { Event, IndexedEvent } from "../../src/shared/types.ts";
-import { IndexedEventSchema } from "../../src/shared/types.ts";
 import type { NetworkFaults } from "./fake-network.ts";
 import { FakeNetwork } from "./fake-network.ts";
 
@@ -60,9 +59,6 @@ class FakeTransport implements Transport {
   }
 }
 
-// Real wire validation (minus the State snapshot, which has no schema yet: checked by shape).
-const snapshotStateSchema = z.custom<State>((v) => typeof v === "object" && v !== null && typeof (v as State).lastIdx === "number");
-
 class SimNode {
   driver: RaftDriver<Payload, State>;
   transport: FakeTransport;
@@ -90,7 +86,7 @@ class SimNode {
     const transport = new FakeTransport(this.id, this.sim);
     // The production wire check runs on every 16th message (zod on every entry would cut the seeds
     // a sweep covers by more than half); the others pass through as the fake network delivered them.
-    const schema = raftMessageSchema(IndexedEventSchema, snapshotStateSchema, this.config.entriesPerMessageMax);
+    const parse = skeinRaftMessageParser(this.config.entriesPerMessageMax);
     let count = 0;
     const driver = new RaftDriver<Payload, State>({
       config: this.config,
@@ -99,8 +95,7 @@ class SimNode {
       initial,
       parseMessage: (raw) => {
         if (count++ % 16 !== 0) return raw as RaftWireMessage;
-        const parsed = schema.safeParse(raw);
-        return parsed.success ? parsed.data : null;
+        return parse(raw);
       },
       onApply: (entries) => this.sim.onApply(this, entries),
       onRestore: (snapshot) => this.sim.onRestore(this, snapshot),
@@ -113,21 +108,19 @@ class SimNode {
   }
 }
 
-export const simRaftConfig = (nodeId: NodeId, voterIds: readonly NodeId[], overrides: SimOptions["config"] = {}): RaftConfig<Payload, State> => ({
-  nodeId,
-  voterIds,
-  electionTimeoutMinMs: 150,
-  electionTimeoutMaxMs: 300,
-  heartbeatIntervalMs: 50,
-  entriesPerMessageMax: 64,
-  logTailKeep: 32,
-  compactionBatch: 32,
-  logEntriesInMemoryMax: 256,
-  uncommittedEntriesMax: 512,
-  applyToSnapshot: (state, entry) => apply(state, entry.payload),
-  leaderNoop: (index, term, leaderId, nowMs) => ({ idx: index, atMs: nowMs, event: { type: "MasterChanged", nodeId: leaderId, term } }),
-  ...overrides,
-});
+/** skein's own log configuration, with the sim's short timeouts and small batches (so compaction and snapshots happen). */
+export const simRaftConfig = (nodeId: NodeId, voterIds: readonly NodeId[], overrides: SimOptions["config"] = {}): RaftConfig<Payload, State> =>
+  skeinRaftConfig(nodeId, voterIds, {
+    electionTimeoutMinMs: 150,
+    electionTimeoutMaxMs: 300,
+    heartbeatIntervalMs: 50,
+    entriesPerMessageMax: 64,
+    logTailKeep: 32,
+    compactionBatch: 32,
+    logEntriesInMemoryMax: 256,
+    uncommittedEntriesMax: 512,
+    ...overrides,
+  });
 
 export class SimCluster {
   readonly prng: Prng;
