@@ -248,7 +248,10 @@ export class Worker {
     this.schedule();
   }
 
-  private onExited(runner: LocalRunner, reason: string): void {
+  private onExited(runner: LocalRunner, exitReason: string): void {
+    // A runner that failed (a corrupt model file, a context that does not fit) reports why before it
+    // exits; that says more than its exit code.
+    const reason = runner.status.kind === "Failed" ? `${runner.status.reason} (${exitReason})` : exitReason;
     this.handles.delete(runner.runnerId);
     const taskId = runner.currentTaskId;
     const expected = runner.shuttingDown;

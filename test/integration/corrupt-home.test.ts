@@ -8,7 +8,8 @@ import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { chatBody, isIdle, postChat, startTestNode } from "../support/test-node.ts";
+import type { ModelId } from "../../src/shared/ids.ts";
+import { chatBody, fakeModelCard, isIdle, postChat, startTestNode } from "../support/test-node.ts";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
 
@@ -122,4 +123,27 @@ test("CLI: a non-loopback --host without --api-key or --no-auth is refused with 
   assert.equal(result.code, 2);
   assert.match(result.stderr, /--api-key/);
   assert.match(result.stderr, /--no-auth/);
+});
+
+test("a corrupt model file: the request fails with the loader's reason (not just an exit code), and the node keeps serving others", async () => {
+  const home = tempHome();
+  try {
+    const broken = path.join(home, "broken.gguf");
+    writeFileSync(broken, Buffer.concat([Buffer.from("GGUF"), Buffer.alloc(64, 0xff)]));
+    const brokenCard = { modelId: "broken-model" as ModelId, name: "broken", layerCount: 4, sizeBytes: 1024, contextLength: 4096, path: broken, engineModule: null, engineOptions: {} };
+    const node = await startTestNode({ home, cards: [fakeModelCard(), brokenCard] });
+    try {
+      const response = await postChat(node.url, chatBody({ model: "broken-model", max_tokens: 2 }), AbortSignal.timeout(60_000));
+      assert.equal(response.status, 500);
+      const error = (await response.json()) as { error: { message: string; code: string } };
+      assert.equal(error.error.code, "runner_failed");
+      assert.match(error.error.message, /runner failed: .*gguf|GGUF|tensor|version|magic/i);
+      assert.doesNotMatch(error.error.message, /^runner failed: runner exited with code \d+$/);
+      assert.equal((await postChat(node.url, chatBody({ max_tokens: 1 }))).status, 200, "the fake model is still served");
+    } finally {
+      await node.stop();
+    }
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
 });
