@@ -61,6 +61,10 @@ export class Link {
   rttSmoothedMs: number | null = null;
   bytesSent = 0;
   bytesReceived = 0;
+  /** Throughput over the last heartbeat interval (bytes/s), both directions; the dashboard's bandwidth. */
+  sendBytesPerSecond = 0;
+  receiveBytesPerSecond = 0;
+  private rateSample = { atMs: performance.now(), sent: 0, received: 0 };
   readonly handlers: LinkHandlers = {};
 
   constructor(
@@ -249,6 +253,12 @@ export class Link {
     const deadAfterMs = this.options.deadAfterMs ?? LINK_DEAD_AFTER_MS;
     const silentMs = nowMs - this.lastReceivedMs;
     if (silentMs > deadAfterMs) return this.close(`no frame from the peer for ${Math.round(silentMs)} ms (limit ${deadAfterMs} ms)`);
+    const elapsedMs = nowMs - this.rateSample.atMs;
+    if (elapsedMs > 0) {
+      this.sendBytesPerSecond = ((this.bytesSent - this.rateSample.sent) * 1000) / elapsedMs;
+      this.receiveBytesPerSecond = ((this.bytesReceived - this.rateSample.received) * 1000) / elapsedMs;
+      this.rateSample = { atMs: nowMs, sent: this.bytesSent, received: this.bytesReceived };
+    }
     this.write({ type: "ping", seq: this.pingSeq++, sentAtMs: nowMs });
   }
 

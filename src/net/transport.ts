@@ -17,6 +17,8 @@ export interface PeerLinkInfo {
   readonly rttMs: number | null;
   readonly bytesSent: number;
   readonly bytesReceived: number;
+  readonly sendBytesPerSecond: number;
+  readonly receiveBytesPerSecond: number;
 }
 
 export type MessageHandler = (from: NodeId, message: unknown) => void;
@@ -113,6 +115,8 @@ export class NetTransport implements Transport {
       rttMs: link.rttSmoothedMs,
       bytesSent: link.bytesSent,
       bytesReceived: link.bytesReceived,
+      sendBytesPerSecond: link.sendBytesPerSecond,
+      receiveBytesPerSecond: link.receiveBytesPerSecond,
     }));
   }
 

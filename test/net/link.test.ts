@@ -54,6 +54,10 @@ test("two links handshake with a secret, exchange messages and measure RTT", asy
     assert.deepEqual(received[0], { hello: "world", n: 42, bytes: Buffer.from([1, 2, 3]) });
     await waitFor(() => client.rttMs !== null, 2_000, "an RTT sample");
     assert.ok(client.rttMs! >= 0 && client.rttMs! < 1_000, `rtt ${client.rttMs}`);
+    // Throughput: push 4 MiB through and wait for the next heartbeat to measure it.
+    const received0 = client.bytesReceived;
+    for (let i = 0; i < 4; i++) links[0]!.send({ chunk: Buffer.alloc(1024 * 1024) });
+    await waitFor(() => client.bytesReceived - received0 >= 4 * 1024 * 1024 && client.receiveBytesPerSecond > 1024 * 1024, 3_000, "a throughput sample");
   } finally {
     client.close("test over");
     await s.close();
