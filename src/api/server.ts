@@ -21,6 +21,11 @@ export const REQUEST_HEADERS_TIMEOUT_MS = 10_000;
  * limited: a stream may run for as long as it generates.
  */
 export const REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * Client sockets open at once; Node closes further ones as they arrive. Far above what a household
+ * or team sends, it bounds the file handles a flood of idle or slow connections can take.
+ */
+export const SERVER_CONNECTIONS_MAX = 1024;
 /** How often Node checks connections against those two timeouts. */
 const CONNECTIONS_CHECK_INTERVAL_MS = 1_000;
 
@@ -32,6 +37,7 @@ export interface ApiServerOptions extends AppOptions {
   /** Tests shorten these; see REQUEST_HEADERS_TIMEOUT_MS and REQUEST_TIMEOUT_MS. */
   readonly requestHeadersTimeoutMs?: number;
   readonly requestTimeoutMs?: number;
+  readonly connectionsMax?: number;
 }
 
 export interface ApiServer {
@@ -60,6 +66,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_INTERVAL_MS, Math.max(50, Math.floor(requestTimeoutMs / 4))),
     };
     const s = serve({ fetch: app.fetch, hostname: options.host, port: options.port, serverOptions }) as Server;
+    s.maxConnections = options.connectionsMax ?? SERVER_CONNECTIONS_MAX;
     s.once("listening", () => resolve(s));
     s.once("error", reject);
   });

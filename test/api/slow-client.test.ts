@@ -14,7 +14,7 @@ const HEADERS_TIMEOUT_MS = 600;
 /** Far above the timeouts; the test fails (instead of hanging) if the server never answers. */
 const WAIT_MS_MAX = 10_000;
 
-async function startServer(cluster: FakeCluster = new FakeCluster()): Promise<ApiServer> {
+async function startServer(cluster: FakeCluster = new FakeCluster(), connectionsMax?: number): Promise<ApiServer> {
   cluster.addNode();
   cluster.addInstance(MODEL_ID);
   return startApiServer({
@@ -26,6 +26,7 @@ async function startServer(cluster: FakeCluster = new FakeCluster()): Promise<Ap
     closeGraceMs: 200,
     requestTimeoutMs: REQUEST_TIMEOUT_MS,
     requestHeadersTimeoutMs: HEADERS_TIMEOUT_MS,
+    ...(connectionsMax === undefined ? {} : { connectionsMax }),
   });
 }
 
@@ -130,6 +131,33 @@ test("the request timeout limits receiving the request, never a long answer", as
     assert.match(text, /slow/);
     assert.match(text, /data: \[DONE\]/);
   } finally {
+    await server.close();
+  }
+});
+
+test("connections beyond the limit are closed at once; once others go, new ones are served", async () => {
+  const server = await startServer(undefined, 3);
+  const idle: net.Socket[] = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      const socket = net.connect(server.port, "127.0.0.1");
+      socket.on("error", () => {});
+      await new Promise((resolve) => socket.once("connect", resolve));
+      idle.push(socket);
+    }
+    const deadline = performance.now() + 2_000;
+    while ((await server.connectionCount()) < 3 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(await server.connectionCount(), 3);
+    const refused = await fetch(`${server.url}/v1/models`).then(
+      (r) => r.status,
+      () => "closed",
+    );
+    assert.equal(refused, "closed", "the fourth connection is dropped");
+    for (const socket of idle) socket.destroy();
+    while ((await server.connectionCount()) > 0 && performance.now() < deadline + 2_000) await new Promise((r) => setTimeout(r, 10));
+    assert.equal((await fetch(`${server.url}/v1/models`)).status, 200);
+  } finally {
+    for (const socket of idle) socket.destroy();
     await server.close();
   }
 });
