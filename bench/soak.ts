@@ -71,6 +71,8 @@ export interface SoakReport {
   readonly rss_start_mb: number;
   readonly rss_end_mb: number;
   readonly rss_growth_mb: number;
+  /** JS heap after a full GC: what the process really retains (RSS also holds freed pages). */
+  readonly heap_growth_mb: number;
   readonly duration_ms: number;
   readonly seed: number;
   readonly ok: boolean;
@@ -282,6 +284,7 @@ function classifySse(sse: SseState, kind: Kind): Outcome {
 
 const fdCount = (): number => readdirSync("/proc/self/fd").length;
 const rssMb = (): number => process.memoryUsage().rss / (1024 * 1024);
+const heapMb = (): number => process.memoryUsage().heapUsed / (1024 * 1024);
 
 function collectGarbage(): void {
   setFlagsFromString("--expose-gc");
@@ -324,6 +327,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const socketsStart = await node.node.api.connectionCount();
     const fdsStart = fdCount();
     const rssStartMb = rssMb();
+    const heapStartMb = heapMb();
     log({ phase: "baseline", sockets: socketsStart, fds: fdsStart, rss_mb: Math.round(rssStartMb) });
 
     let nextIndex = 0;
@@ -377,6 +381,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       rss_start_mb: Math.round(rssStartMb),
       rss_end_mb: Math.round(rssMb()),
       rss_growth_mb: Math.round((rssMb() - rssStartMb) * 10) / 10,
+      heap_growth_mb: Math.round((heapMb() - heapStartMb) * 10) / 10,
       duration_ms: Math.round(performance.now() - startedAtMs),
       seed: options.seed,
     };
