@@ -326,10 +326,24 @@ export interface LinkServer {
   close(): Promise<void>;
 }
 
+/** Inbound links at once (handshaking or open); strangers cannot open sockets without bound. */
+export const LINKS_INBOUND_MAX = 256;
+
 /** Accepts links on host:port; `onLink` gets each new (still handshaking) link. */
-export function listenLinks(host: string, port: number, options: LinkOptions, onLink: (link: Link) => void): Promise<LinkServer> {
+export function listenLinks(
+  host: string,
+  port: number,
+  options: LinkOptions,
+  onLink: (link: Link) => void,
+  linksInboundMax: number = LINKS_INBOUND_MAX,
+): Promise<LinkServer> {
   const links = new Set<Link>();
   const server = net.createServer((socket) => {
+    if (links.size >= linksInboundMax) {
+      options.logger.warn({ remote: socket.remoteAddress, limit: linksInboundMax }, "refusing a connection: too many inbound links");
+      socket.destroy();
+      return;
+    }
     const link = new Link(socket, "inbound", options);
     links.add(link);
     void link.closed.then(() => links.delete(link));

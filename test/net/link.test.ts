@@ -242,3 +242,24 @@ test("a peer that does not read gets its link closed instead of an unbounded que
     await s.close();
   }
 });
+
+test("inbound connections over the limit are refused at once; the ones within keep working", async () => {
+  const links: Link[] = [];
+  const s = await listenLinks("127.0.0.1", 0, options("node-a"), (link) => links.push(link), 2);
+  const raws = [0, 1].map(() => net.connect({ host: "127.0.0.1", port: s.port }).on("error", () => {}));
+  try {
+    await waitFor(() => links.length === 2, 2_000, "two handshaking links");
+    const third = net.connect({ host: "127.0.0.1", port: s.port });
+    third.on("error", () => {});
+    await new Promise<void>((resolve) => third.on("close", () => resolve()));
+    assert.equal(links.length, 2);
+    raws[0]!.destroy();
+    await waitFor(() => links[0]!.isClosed, 2_000, "a slot freed");
+    const friend = dialOnce(s.port, "node-b");
+    await waitFor(() => friend.isOpen, 2_000, "a link in the freed slot");
+    friend.close("test over");
+  } finally {
+    raws.forEach((r) => r.destroy());
+    await s.close();
+  }
+});
