@@ -75,7 +75,8 @@ test("ollama client on a real node: abort mid-stream ends the task Cancelled and
     })(),
     (e: unknown) => e instanceof Error && e.name === "AbortError",
   );
-  assert.equal(received, 3);
+  // Parts already buffered in the client may still be yielded after abort(): at least 3 arrived.
+  assert.ok(received >= 3, `received ${received}`);
   await node.waitFor((state) => isIdle(state), "task deleted and runners Ready after the abort");
   assert.equal(cancelledTaskCount(node.events), cancelledBefore + 1);
 });
