@@ -63,6 +63,9 @@ export interface SoakReport {
   readonly leaked_tasks: number;
   readonly runners_ready: boolean;
   readonly runner_killed: boolean;
+  /** Runner failures State recorded (the SIGKILL shows here) and tasks failed with them. */
+  readonly runner_failures: number;
+  readonly tasks_failed_by_runner: number;
   readonly live_task_streams: number;
   readonly sockets_start: number;
   readonly sockets_end: number;
@@ -373,6 +376,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       leaked_tasks: Object.keys(state.tasks).length,
       runners_ready: runnersReady(state),
       runner_killed: runnerKilled,
+      runner_failures: node.events.filter((e) => e.event.type === "RunnerStatusUpdated" && e.event.status.kind === "Failed").length,
+      tasks_failed_by_runner: node.events.filter((e) => e.event.type === "TaskStatusUpdated" && e.event.failureCode === "runner_failed").length,
       live_task_streams: node.node.api.liveTaskCount(),
       sockets_start: socketsStart,
       sockets_end: await node.node.api.connectionCount(),
@@ -404,6 +409,7 @@ function judge(report: Omit<SoakReport, "ok" | "failures">, options: SoakOptions
   if (report.unexpected_4xx > 0) failures.push(`${report.unexpected_4xx} valid request(s) were refused`);
   if (report.leaked_tasks > 0) failures.push(`${report.leaked_tasks} task(s) left in State`);
   if (!report.runners_ready) failures.push("not every runner is Ready");
+  if (options.killRunner && report.runner_failures === 0) failures.push("the runner kill was not seen");
   if (report.live_task_streams > 0) failures.push(`${report.live_task_streams} task stream(s) still open in the API`);
   if (report.sockets_end > report.sockets_start) failures.push(`server sockets ${report.sockets_start} → ${report.sockets_end}`);
   if (report.fds_end > report.fds_start + FD_GROWTH_MAX) failures.push(`file handles ${report.fds_start} → ${report.fds_end}`);
