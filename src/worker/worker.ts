@@ -64,6 +64,7 @@ export class Worker {
     this.stopped = true;
     this.unsubscribe?.();
     if (this.tick !== null) clearInterval(this.tick);
+    for (const runnerId of this.handles.keys()) this.update(runnerId, { shuttingDown: true });
     await Promise.all([...this.handles.values()].map((h) => h.shutdown()));
     this.handles.clear();
   }
