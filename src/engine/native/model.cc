@@ -593,7 +593,6 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
     uint16_t* q16All = grow(S.q16, (size_t)nth * hd);
     const int group = c.nHead / c.nHeadKv;
     const float scale = 1.0f / std::sqrt((float)hd);
-    const TypeTraits* kt16 = type_traits(T_F16);
     const int items = n * c.nHead;
     ChunkCounter counter;
     auto task = [&](int ith, int) {
@@ -609,10 +608,9 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
         if (f16) {
           // Like llama.cpp, the query meets an f16 cache as f16.
           fk.f32ToF16(qh, q16, hd);
+          fk.scoresF16(last + 1, hd, (const uint16_t*)kc + (size_t)kvh * hd, (size_t)kvDim, q16, sc);
           for (int j = 0; j <= last; j++) {
-            float d;
-            kt16->dot(hd, &d, kc + ((size_t)j * kvDim + (size_t)kvh * hd) * 2, q16);
-            sc[j] = d * scale;
+            sc[j] *= scale;
             mx = std::max(mx, sc[j]);
           }
         } else {
@@ -632,11 +630,12 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
         const float inv = (float)(1.0 / sum);
         float* out = attn + (size_t)t * qDim + (size_t)h * hd;
         std::memset(out, 0, hd * sizeof(float));
-        for (int j = 0; j <= last; j++) {
-          const size_t at = (size_t)j * kvDim + (size_t)kvh * hd;
+        if (f16) {
           // llama.cpp multiplies an f16 V by the probabilities rounded to f16; do the same.
-          if (f16) fk.axpyF16(hd, fp16_to_f32(f32_to_fp16(sc[j] * inv)), (const uint16_t*)vc + at, out);
-          else fk.axpyF32(hd, sc[j] * inv, (const float*)vc + at, out);
+          for (int j = 0; j <= last; j++) sc[j] = fp16_to_f32(f32_to_fp16(sc[j] * inv));
+          fk.valuesF16(last + 1, hd, (const uint16_t*)vc + (size_t)kvh * hd, (size_t)kvDim, sc, out);
+        } else {
+          for (int j = 0; j <= last; j++) fk.axpyF32(hd, sc[j] * inv, (const float*)vc + (size_t)j * kvDim + (size_t)kvh * hd, out);
         }
       }
     };

@@ -92,9 +92,11 @@ SKEIN_AVX2 void f32_to_f16_row(const float* x, void* vy, int64_t k) {
 SKEIN_AVX2 static inline __m256 load_f16x8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
 }
+SKEIN_AVX2 static inline float dot_f16_core(int n, const uint16_t* x, const uint16_t* y);
 SKEIN_AVX2 void dot_f16(int n, float* s, const void* vx, const void* vy) {
-  const uint16_t* x = (const uint16_t*)vx;
-  const uint16_t* y = (const uint16_t*)vy;
+  *s = dot_f16_core(n, (const uint16_t*)vx, (const uint16_t*)vy);
+}
+SKEIN_AVX2 static inline float dot_f16_core(int n, const uint16_t* x, const uint16_t* y) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
   int i = 0;
   for (; i + 32 <= n; i += 32) {
@@ -106,8 +108,12 @@ SKEIN_AVX2 void dot_f16(int n, float* s, const void* vx, const void* vy) {
   for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_f16x8(x + i), load_f16x8(y + i), a0);
   float sum = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
   for (; i < n; i++) sum += h2f(x[i]) * h2f(y[i]);
-  *s = sum;
+  return sum;
 }
+SKEIN_AVX2 void scores_f16(int nPos, int hd, const uint16_t* k, size_t stride, const uint16_t* q, float* out) {
+  for (int j = 0; j < nPos; j++) out[j] = dot_f16_core(hd, k + (size_t)j * stride, q);
+}
+
 
 SKEIN_AVX2 static inline __m256 load_bf16x8(const uint16_t* p) {
   const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p));
@@ -118,6 +124,10 @@ SKEIN_AVX2 void axpy_f16(int n, float a, const uint16_t* x, float* y) {
   int i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16x8(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; i++) y[i] += a * h2f(x[i]);
+}
+
+SKEIN_AVX2 void values_f16(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out) {
+  for (int j = 0; j < nPos; j++) axpy_f16(hd, w[j], v + (size_t)j * stride, out);
 }
 
 SKEIN_AVX2 void dot_bf16(int n, float* s, const void* vx, const void* vy) {
@@ -349,6 +359,8 @@ SKEIN_FALLBACK(dot_q6_K_q8_K)
 void axpy_f16(int n, float a, const uint16_t* x, float* y) { generic::axpy_f16(n, a, x, y); }
 void axpy_f32(int n, float a, const float* x, float* y) { generic::axpy_f32(n, a, x, y); }
 void f32_to_f16_row(const float* x, void* y, int64_t k) { generic::f32_to_f16_row(x, y, k); }
+void scores_f16(int nPos, int hd, const uint16_t* k, size_t stride, const uint16_t* q, float* out) { generic::scores_f16(nPos, hd, k, stride, q, out); }
+void values_f16(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out) { generic::values_f16(nPos, hd, v, stride, w, out); }
 void tile_q4_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
 void tile_q5_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
 void tile_q8_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}

@@ -412,5 +412,12 @@ void axpy_f32(int n, float a, const float* x, float* y) {
   for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+void scores_f16(int nPos, int hd, const uint16_t* k, size_t stride, const uint16_t* q, float* out) {
+  for (int j = 0; j < nPos; j++) dot_f16(hd, &out[j], k + (size_t)j * stride, q);
+}
+void values_f16(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out) {
+  for (int j = 0; j < nPos; j++) axpy_f16(hd, w[j], v + (size_t)j * stride, out);
+}
+
 }  // namespace generic
 }  // namespace skein

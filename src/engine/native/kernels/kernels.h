@@ -46,6 +46,10 @@ struct FloatKernels {
   void (*axpyF16)(int n, float a, const uint16_t* x, float* y);  // y += a * x
   void (*axpyF32)(int n, float a, const float* x, float* y);
   void (*f32ToF16)(const float* x, void* y, int64_t k);
+  // Attention over an f16 cache, one call per (token, head) instead of one per position:
+  // out[j] = dot(K row j, q) for j < nPos; and out += Σ_j w[j] * V row j (rows `stride` apart).
+  void (*scoresF16)(int nPos, int hd, const uint16_t* k, size_t stride, const uint16_t* q, float* out);
+  void (*valuesF16)(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out);
 };
 const FloatKernels& float_kernels();
 
@@ -85,6 +89,8 @@ void dot_q5_K_q8_K(int n, float* s, const void* x, const void* y);
 void dot_q6_K_q8_K(int n, float* s, const void* x, const void* y);
 void axpy_f16(int n, float a, const uint16_t* x, float* y);
 void axpy_f32(int n, float a, const float* x, float* y);
+void scores_f16(int nPos, int hd, const uint16_t* k, size_t stride, const uint16_t* q, float* out);
+void values_f16(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out);
 }  // namespace generic
 
 // The x86 overrides (avx2.cc); each falls back to generic when the CPU lacks AVX2.
@@ -104,6 +110,8 @@ void dot_q6_K_q8_K(int n, float* s, const void* x, const void* y);
 void axpy_f16(int n, float a, const uint16_t* x, float* y);
 void axpy_f32(int n, float a, const float* x, float* y);
 void f32_to_f16_row(const float* x, void* y, int64_t k);
+void scores_f16(int nPos, int hd, const uint16_t* k, size_t stride, const uint16_t* q, float* out);
+void values_f16(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out);
 void tile_q4_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
 void tile_q5_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
 void tile_q8_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
