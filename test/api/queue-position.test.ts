@@ -1,0 +1,42 @@
+// queuePositionOf: where a Pending task waits, from State alone (what the API shows as
+// `: queue position N`).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { queuePositionOf } from "../../src/api/task-stream.ts";
+import type { InstanceId, TaskId } from "../../src/shared/ids.ts";
+import type { State } from "../../src/shared/state.ts";
+import { emptyState } from "../../src/shared/state.ts";
+import type { Task, TaskStatus } from "../../src/shared/types.ts";
+
+const A = "inst-a" as InstanceId;
+const B = "inst-b" as InstanceId;
+
+function stateOf(tasks: [string, InstanceId, TaskStatus][]): State {
+  const entries = tasks.map(([id, instanceId, status]) => [id, { taskId: id as TaskId, instanceId, status } as Task] as const);
+  return { ...emptyState(), tasks: Object.fromEntries(entries) as State["tasks"] };
+}
+
+test("position = 1 + Pending tasks of the same instance created earlier; other instances and ended tasks do not count", () => {
+  const s = stateOf([
+    ["task-1", A, "Running"],
+    ["task-2", A, "Pending"],
+    ["task-3", B, "Pending"],
+    ["task-4", A, "Complete"],
+    ["task-5", A, "Pending"],
+    ["task-6", A, "Pending"],
+  ]);
+  assert.equal(queuePositionOf(s, "task-2" as TaskId), 1);
+  assert.equal(queuePositionOf(s, "task-5" as TaskId), 2);
+  assert.equal(queuePositionOf(s, "task-6" as TaskId), 3);
+  assert.equal(queuePositionOf(s, "task-3" as TaskId), null, "nothing runs or waits ahead of it on its instance");
+  assert.equal(queuePositionOf(s, "task-1" as TaskId), null, "running, not queued");
+  assert.equal(queuePositionOf(s, "task-9" as TaskId), null, "unknown");
+});
+
+test("a task behind a Running one created later (a restart reordered nothing) still waits at 1", () => {
+  const s = stateOf([
+    ["task-1", A, "Pending"],
+    ["task-2", A, "Running"],
+  ]);
+  assert.equal(queuePositionOf(s, "task-1" as TaskId), 1);
+});
