@@ -42,6 +42,8 @@ export interface AppOptions {
   readonly corsOrigins?: readonly string[];
   /** The node's --ctx-size (null: each model's own), so a max_tokens that cannot fit is refused up front. */
   readonly contextSize?: number | null;
+  /** A request body must have arrived within this (slow-loris uploads get 408); absent: no limit here. */
+  readonly bodyReadTimeoutMs?: number;
   /** The node's model store (GET /models with download state, downloads, deletes); absent: GET /models lists `models`. */
   readonly modelService?: ModelService;
   /** Built dashboard files; default dist/dashboard under the package root. */
@@ -80,7 +82,7 @@ export function createApp(options: AppOptions): ApiApp {
   // Before the body is read: a stranger must not make the node buffer 4 MiB, nor get a 413 instead of a 401.
   app.use("*", cors({ allowedOrigins: options.corsOrigins ?? [] }));
   app.use("*", apiKeyAuth(options.apiKey ?? null));
-  app.use("*", bodyLimit({ maxBytes: options.bodyBytesMax ?? REQUEST_BODY_BYTES_MAX }));
+  app.use("*", bodyLimit({ maxBytes: options.bodyBytesMax ?? REQUEST_BODY_BYTES_MAX, ...(options.bodyReadTimeoutMs === undefined ? {} : { timeoutMs: options.bodyReadTimeoutMs }) }));
   app.route("/v1", openAiRouter(deps));
   app.route("/v1", responsesRouter(deps));
   // Ollama clients take a base URL and append /api/…: both /ollama and the bare host work.

@@ -55,10 +55,17 @@ function urlOf(host: string, port: number): string {
   return `http://${shown}:${port}`;
 }
 
+/**
+ * The app's own limit on reading a body, inside Node's request timeout, so a trickling upload gets a
+ * 408 in the API's error shape before Node's bare 408 would cut it.
+ */
+const BODY_READ_SHARE_OF_REQUEST_TIMEOUT = 0.8;
+
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
-  const { app, cancelAll, liveTaskCount } = createApp(options);
+  const requestTimeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  const bodyReadTimeoutMs = options.bodyReadTimeoutMs ?? Math.floor(requestTimeoutMs * BODY_READ_SHARE_OF_REQUEST_TIMEOUT);
+  const { app, cancelAll, liveTaskCount } = createApp({ ...options, bodyReadTimeoutMs });
   const server = await new Promise<Server>((resolve, reject) => {
-    const requestTimeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
     const serverOptions = {
       requestTimeout: requestTimeoutMs,
       // Node requires headersTimeout ≤ requestTimeout.
