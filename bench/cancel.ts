@@ -14,6 +14,7 @@ import type { TaskId } from "../src/shared/ids.ts";
 import type { GenerationParams, IndexedEvent } from "../src/shared/types.ts";
 import { createEngine, fakeShardSpec } from "../test/support/fake-engine.ts";
 import { chatBody, isIdle, postChat, sseData, startTestNode } from "../test/support/test-node.ts";
+import { testGenerationParams } from "../test/support/generation-params.ts";
 
 function option(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(name);
@@ -70,21 +71,7 @@ async function measureCancelLatency(rounds: number, stepMs: number) {
   return result;
 }
 
-const PARAMS: GenerationParams = {
-  messages: [{ role: "user", content: "Tell me a story." }],
-  maxTokens: null,
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  seed: 1,
-  stop: [],
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  logprobs: false,
-  topLogprobs: 0,
-};
+const PARAMS: GenerationParams = testGenerationParams({ messages: [{ role: "user", content: "Tell me a story." }], maxTokens: null, seed: 1 });
 
 async function decodeTokensPerSecond(engine: Engine, tokens: number, cancelChecks: boolean): Promise<number> {
   const startMs = performance.now();

@@ -10,6 +10,7 @@ import { spawnSupervisedRunner } from "../src/runner/supervisor.ts";
 import type { RunnerId, TaskId } from "../src/shared/ids.ts";
 import type { GenerationParams } from "../src/shared/types.ts";
 import { FakeEngine, fakeShardSpec } from "../test/support/fake-engine.ts";
+import { testGenerationParams } from "../test/support/generation-params.ts";
 
 const TOKEN_DELAY_MS = 20;
 const CANCELS_PER_MODE = 30;
@@ -17,21 +18,7 @@ const OVERHEAD_TOKENS = 20_000;
 const OVERHEAD_ROUNDS = 5;
 const WAIT_TIMEOUT_MS = 30_000;
 
-const params: GenerationParams = {
-  messages: [{ role: "user", content: "Tell me a long story." }],
-  maxTokens: 100_000,
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  seed: null,
-  stop: [],
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  logprobs: false,
-  topLogprobs: 0,
-};
+const params: GenerationParams = testGenerationParams({ messages: [{ role: "user", content: "Tell me a long story." }], maxTokens: 100_000 });
 
 type Waiter = { predicate: (r: RunnerReport) => boolean; resolve: (atMs: number) => void };
 const waiters: Waiter[] = [];

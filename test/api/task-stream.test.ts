@@ -6,6 +6,7 @@ import type { ModelId } from "../../src/shared/ids.ts";
 import { newCommandId } from "../../src/shared/ids.ts";
 import type { FakeClusterOptions } from "../support/fake-cluster.ts";
 import { FakeCluster, waitUntil } from "../support/fake-cluster.ts";
+import { testGenerationParams } from "../support/generation-params.ts";
 
 const MODEL = "tiny-model";
 
@@ -19,21 +20,7 @@ function setup(options: FakeClusterOptions = {}, streamOptions: TaskStreamOption
     commandId: newCommandId(),
     modelId: MODEL as ModelId,
     originNodeId: cluster.nodeId,
-    params: {
-      messages: [{ role: "user", content: "hi" }],
-      maxTokens: null,
-      temperature: 1,
-      topP: 1,
-      topK: 0,
-      minP: 0,
-      seed: null,
-      stop: [],
-      presencePenalty: 0,
-      frequencyPenalty: 0,
-      repetitionPenalty: 1,
-      logprobs: false,
-      topLogprobs: 0,
-    },
+    params: testGenerationParams({ messages: [{ role: "user", content: "hi" }], maxTokens: null, temperature: 1 }),
   });
   return { cluster, instance, streams, command };
 }

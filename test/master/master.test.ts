@@ -12,6 +12,7 @@ import type { CommandId, InstanceId, ModelId, NodeId, RunnerId, TaskId } from ".
 import { TASKS_MAX, TASKS_PENDING_PER_INSTANCE_MAX } from "../../src/shared/limits.ts";
 import { findTaskByCommandId } from "../../src/shared/state.ts";
 import type { Command, Event, GenerationParams, IndexedEvent, NodeInfo, RunnerStatus, Task } from "../../src/shared/types.ts";
+import { testGenerationParams } from "../support/generation-params.ts";
 
 const root = mkdtempSync(path.join(tmpdir(), "skein-master-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -24,21 +25,7 @@ const OTHER = "node-b" as NodeId;
 const MODEL = "model-x" as ModelId;
 const cmd = (s: string): CommandId => s as CommandId;
 
-const params: GenerationParams = {
-  messages: [{ role: "user", content: "hi" }],
-  maxTokens: 16,
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  seed: null,
-  stop: [],
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  logprobs: false,
-  topLogprobs: 0,
-};
+const params: GenerationParams = testGenerationParams({ messages: [{ role: "user", content: "hi" }] });
 
 class RecordingLogger implements MasterLogger {
   readonly entries: Array<{ level: string; message: string }> = [];

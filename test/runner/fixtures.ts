@@ -1,25 +1,10 @@
 // Shared fixtures for runner tests (not a test file itself).
 import type { TaskId } from "../../src/shared/ids.ts";
 import type { GenerationParams } from "../../src/shared/types.ts";
+import { testGenerationParams } from "../support/generation-params.ts";
 
-export function testParams(overrides: Partial<GenerationParams> = {}): GenerationParams {
-  return {
-    messages: [{ role: "user", content: "Say something." }],
-    maxTokens: 16,
-    temperature: 0,
-    topP: 1,
-    topK: 0,
-    minP: 0,
-    seed: null,
-    stop: [],
-    presencePenalty: 0,
-    frequencyPenalty: 0,
-    repetitionPenalty: 1,
-    logprobs: false,
-    topLogprobs: 0,
-    ...overrides,
-  };
-}
+/** Runner tests' name for the shared test GenerationParams. */
+export const testParams = testGenerationParams;
 
 let taskCounter = 0;
 /** Test task ids: distinct per call, readable in failures. */

@@ -6,26 +6,13 @@ import type { CommandId, InstanceId, ModelId, NodeId, RunnerId, TaskId } from ".
 import type { State } from "../../src/shared/state.ts";
 import { emptyState } from "../../src/shared/state.ts";
 import type { Event, GenerationParams, Instance, NodeInfo, Task } from "../../src/shared/types.ts";
+import { testGenerationParams } from "../support/generation-params.ts";
 
 const A = "node-a" as NodeId;
 const B = "node-b" as NodeId;
 const C = "node-c" as NodeId;
 
-const params: GenerationParams = {
-  messages: [{ role: "user", content: "hi" }],
-  maxTokens: null,
-  temperature: 0.7,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  seed: null,
-  stop: [],
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  logprobs: false,
-  topLogprobs: 0,
-};
+const params: GenerationParams = testGenerationParams({ messages: [{ role: "user", content: "hi" }], maxTokens: null, temperature: 0.7 });
 
 function nodeInfo(nodeId: NodeId, availableBytes = 1000): NodeInfo {
   return { nodeId, hostname: nodeId, memoryTotalBytes: 2000, memoryAvailableBytes: availableBytes, cores: 2, addresses: [], apiPort: 1, clusterPort: 2 };

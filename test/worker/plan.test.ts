@@ -8,6 +8,7 @@ import { emptyState } from "../../src/shared/state.ts";
 import type { Instance, RunnerStatus, Task, TaskStatus } from "../../src/shared/types.ts";
 import type { LocalRunner, LocalView } from "../../src/worker/plan.ts";
 import { plan, restartBackoffMs } from "../../src/worker/plan.ts";
+import { testGenerationParams } from "../support/generation-params.ts";
 
 const ME = "node-me" as NodeId;
 const OTHER = "node-other" as NodeId;
@@ -40,21 +41,7 @@ function task(id: string, status: TaskStatus): Task {
     modelId: "m" as ModelId,
     originNodeId: ME,
     status,
-    params: {
-      messages: [{ role: "user", content: "hi" }],
-      maxTokens: null,
-      temperature: 0,
-      topP: 1,
-      topK: 0,
-      minP: 0,
-      seed: null,
-      stop: [],
-      presencePenalty: 0,
-      frequencyPenalty: 0,
-      repetitionPenalty: 1,
-      logprobs: false,
-      topLogprobs: 0,
-    },
+    params: testGenerationParams({ messages: [{ role: "user", content: "hi" }], maxTokens: null }),
     promptTokens: 0,
     tokensGenerated: 0,
     prefill: null,
