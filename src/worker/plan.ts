@@ -30,6 +30,8 @@ export interface LocalRunner {
   readonly taskStartedAtMs?: number | null;
   /** When currentTaskId's first chunk arrived (its decode timeout counts from here); null while in prefill. */
   readonly taskDecodeStartedAtMs?: number | null;
+  /** Tokens of currentTaskId generated so far (from its chunks; State learns the count only at the end). */
+  readonly taskTokensGenerated?: number;
 }
 
 /** Per-task limits; a task over one is cancelled on its runner and ends Failed with failureCode "timeout". */
@@ -130,7 +132,8 @@ function timeoutReason(runner: LocalRunner, task: Task, timeouts: TaskTimeouts, 
   const decodeStartedAtMs = runner.taskDecodeStartedAtMs ?? null;
   if (decodeStartedAtMs !== null) {
     if (nowMs - decodeStartedAtMs <= timeouts.decodeTimeoutMs) return null;
-    return `timed out: generating the answer took longer than the decode timeout of ${timeouts.decodeTimeoutMs} ms (${task.tokensGenerated} tokens generated)`;
+    const tokens = Math.max(task.tokensGenerated, runner.taskTokensGenerated ?? 0);
+    return `timed out: generating the answer took longer than the decode timeout of ${timeouts.decodeTimeoutMs} ms (${tokens} tokens generated)`;
   }
   const startedAtMs = runner.taskStartedAtMs ?? null;
   if (startedAtMs === null || nowMs - startedAtMs <= timeouts.prefillTimeoutMs) return null;

@@ -145,6 +145,7 @@ export class Worker {
           cancelSentFor: null,
           taskStartedAtMs: this.options.clock.nowMs(),
           taskDecodeStartedAtMs: null,
+          taskTokensGenerated: 0,
         });
         this.handles.get(action.runnerId)?.startTask({ taskId: action.task.taskId, params: action.task.params });
         return;
@@ -217,8 +218,11 @@ export class Worker {
         });
         break;
       case "chunk":
-        if (runner.currentTaskId === report.taskId && (runner.taskDecodeStartedAtMs ?? null) === null) {
-          this.update(report.runnerId, { taskDecodeStartedAtMs: this.options.clock.nowMs() });
+        if (runner.currentTaskId === report.taskId) {
+          this.update(report.runnerId, {
+            taskDecodeStartedAtMs: runner.taskDecodeStartedAtMs ?? this.options.clock.nowMs(),
+            taskTokensGenerated: report.chunk.tokensGenerated,
+          });
         }
         sink.sendWorkerEvent({ type: "ChunkGenerated", taskId: report.taskId, chunk: report.chunk });
         break;
