@@ -97,3 +97,23 @@ test("task timeouts: a prefill or a decode over its limit fails with 504 naming 
     await node.stop();
   }
 });
+
+test("a task over its timeout on a runner that is stuck: the watchdog kills the runner, the task fails as a timeout, a new runner serves", async () => {
+  const node = await startTestNode({
+    engineOptions: { hangOnPromptContaining: "HANG" },
+    watchdogTimeoutMs: 1_500,
+    // FakeEngine hangs in its first decode step: prefill or decode, whichever phase it is in, times out.
+    node: { taskTimeouts: { prefillTimeoutMs: 300, decodeTimeoutMs: 300 } },
+  });
+  try {
+    const response = await postChat(node.url, chatBody({ messages: [{ role: "user", content: "please HANG now" }] }));
+    assert.equal(response.status, 504);
+    const error = (await response.json()) as { error: { message: string; code: string } };
+    assert.equal(error.error.code, "timeout");
+    assert.match(error.error.message, /timed out.*timeout of 300 ms.*did not stop.*(hung|heartbeat)/);
+    await node.waitFor(isIdle, "runner replaced", 20_000);
+    assert.equal((await postChat(node.url, chatBody({ max_tokens: 2 }))).status, 200);
+  } finally {
+    await node.stop();
+  }
+});
