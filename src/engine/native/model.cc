@@ -429,17 +429,19 @@ std::vector<float> Model::loadVector(const TensorDesc& d, int64_t expected) {
 
 void Model::pack(Tensor& t, bool releaseFilePages) {
   if (t.packKind != PACK_NONE || !t.present()) return;
-  if (!pack_tensor(t)) return;
-  if (releaseFilePages) {
-    // The file pages are no longer read: drop them from this process's resident set.
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t start = ((uintptr_t)t.data + page - 1) & ~(page - 1);
-    const uintptr_t end = ((uintptr_t)t.data + t.rowBytes * (size_t)t.ne1) & ~(page - 1);
-    if (end > start) madvise((void*)start, end - start, MADV_DONTNEED);
-  }
+  pack_tensor(t, releaseFilePages);
 }
 
-bool pack_tensor(Tensor& t) {
+// Drops [p, p + len) (shrunk to whole pages) from the resident set. The file pages are no longer
+// read after repacking; a tied head's embedding lookup faults back in only the rows it reads.
+static void release_pages(const uint8_t* p, size_t len) {
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
+  const uintptr_t end = ((uintptr_t)p + len) & ~(page - 1);
+  if (end > start) madvise((void*)start, end - start, MADV_DONTNEED);
+}
+
+bool pack_tensor(Tensor& t, bool releaseFilePages) {
   if (t.ne1 % 8 != 0) return false;
   const PackedKernels& pk = packed_kernels();
   int kind = PACK_NONE;
@@ -452,9 +454,18 @@ bool pack_tensor(Tensor& t) {
   const size_t bytes = (size_t)(t.ne1 / 8) * (size_t)nb * blockBytes;
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw ModelError("cannot allocate " + std::to_string(bytes) + " bytes for repacked weights");
-  if (kind == PACK_Q4_0x8) repack_q4_0x8(t.data, t.rowBytes, t.ne1, nb, p);
-  else if (kind == PACK_Q5_0x8) repack_q5_0x8(t.data, t.rowBytes, t.ne1, nb, p);
-  else repack_q8_0x8(t.data, t.rowBytes, t.ne1, nb, p);
+  // In slices, releasing each slice's file pages at once, so the peak is not file + copy.
+  const int64_t groups = t.ne1 / 8;
+  const int64_t sliceGroups = std::max<int64_t>(1, (int64_t)((4u << 20) / (8 * t.rowBytes)));
+  for (int64_t g0 = 0; g0 < groups; g0 += sliceGroups) {
+    const int64_t gn = std::min(sliceGroups, groups - g0);
+    const uint8_t* src = t.data + (size_t)g0 * 8 * t.rowBytes;
+    uint8_t* dst = (uint8_t*)p + (size_t)g0 * (size_t)nb * blockBytes;
+    if (kind == PACK_Q4_0x8) repack_q4_0x8(src, t.rowBytes, gn * 8, nb, dst);
+    else if (kind == PACK_Q5_0x8) repack_q5_0x8(src, t.rowBytes, gn * 8, nb, dst);
+    else repack_q8_0x8(src, t.rowBytes, gn * 8, nb, dst);
+    if (releaseFilePages) release_pages(src, (size_t)gn * 8 * t.rowBytes);
+  }
   t.packed = (uint8_t*)p;
   t.packedBytes = bytes;
   t.packKind = kind;

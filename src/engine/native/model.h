@@ -125,7 +125,7 @@ class Model {
 // out[t * outStride + r]. Exposed for tests and the benchmark.
 void matmul(const Tensor& w, const float* x, int n, float* out, int64_t outStride, bool accumulate);
 // Repacks a tensor for the packed kernels when its type and shape allow (tests, benchmarks).
-bool pack_tensor(Tensor& t);
+bool pack_tensor(Tensor& t, bool releaseFilePages = false);
 void free_packed(Tensor& t);
 
 }  // namespace skein
