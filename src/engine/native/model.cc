@@ -633,11 +633,7 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
             mx = std::max(mx, sc[j]);
           }
         }
-        double sum = 0.0;
-        for (int j = 0; j <= last; j++) {
-          sc[j] = std::exp(sc[j] - mx);
-          sum += sc[j];
-        }
+        const double sum = fk.expSubSum(last + 1, sc, mx);
         const float inv = (float)(1.0 / sum);
         float* out = attn + (size_t)t * qDim + (size_t)h * hd;
         std::memset(out, 0, hd * sizeof(float));
@@ -674,7 +670,7 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
   parallel_for(n, 8, [&](int t) {
     float* g = gate + (size_t)t * c.nFf;
     const float* u = up + (size_t)t * c.nFf;
-    for (int i = 0; i < c.nFf; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    fk.siluMul(c.nFf, g, u);
   });
   clock.lap(6);
   {

@@ -6,6 +6,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "../fp16.h"
@@ -128,6 +129,55 @@ SKEIN_AVX2 void axpy_f16(int n, float a, const uint16_t* x, float* y) {
 
 SKEIN_AVX2 void values_f16(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out) {
   for (int j = 0; j < nPos; j++) axpy_f16(hd, w[j], v + (size_t)j * stride, out);
+}
+
+// e^x for 8 floats: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for accuracy), e^r by its
+// degree-6 Taylor polynomial (relative error ~2e-7), 2^n put straight into the exponent bits.
+SKEIN_AVX2 static inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+SKEIN_AVX2 void silu_mul(int n, float* g, const float* u) {
+  int i = 0;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(g + i);
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+SKEIN_AVX2 double exp_sub_sum(int n, float* x, float max) {
+  int i = 0;
+  const __m256 m = _mm256_set1_ps(max);
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    _mm256_storeu_ps(x + i, e);
+    s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(s0, s1));
+  double sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (; i < n; i++) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  return sum;
 }
 
 SKEIN_AVX2 void dot_bf16(int n, float* s, const void* vx, const void* vy) {
@@ -361,6 +411,8 @@ void axpy_f32(int n, float a, const float* x, float* y) { generic::axpy_f32(n, a
 void f32_to_f16_row(const float* x, void* y, int64_t k) { generic::f32_to_f16_row(x, y, k); }
 void scores_f16(int nPos, int hd, const uint16_t* k, size_t stride, const uint16_t* q, float* out) { generic::scores_f16(nPos, hd, k, stride, q, out); }
 void values_f16(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out) { generic::values_f16(nPos, hd, v, stride, w, out); }
+void silu_mul(int n, float* g, const float* u) { generic::silu_mul(n, g, u); }
+double exp_sub_sum(int n, float* x, float max) { return generic::exp_sub_sum(n, x, max); }
 void tile_q4_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
 void tile_q5_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
 void tile_q8_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}

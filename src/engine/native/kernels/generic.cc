@@ -419,5 +419,17 @@ void values_f16(int nPos, int hd, const uint16_t* v, size_t stride, const float*
   for (int j = 0; j < nPos; j++) axpy_f16(hd, w[j], v + (size_t)j * stride, out);
 }
 
+void silu_mul(int n, float* g, const float* u) {
+  for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+double exp_sub_sum(int n, float* x, float max) {
+  double sum = 0.0;
+  for (int i = 0; i < n; i++) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  return sum;
+}
+
 }  // namespace generic
 }  // namespace skein

@@ -50,6 +50,10 @@ struct FloatKernels {
   // out[j] = dot(K row j, q) for j < nPos; and out += Σ_j w[j] * V row j (rows `stride` apart).
   void (*scoresF16)(int nPos, int hd, const uint16_t* k, size_t stride, const uint16_t* q, float* out);
   void (*valuesF16)(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out);
+  // g[i] = silu(g[i]) * u[i]
+  void (*siluMul)(int n, float* g, const float* u);
+  // x[i] = exp(x[i] - max); returns the sum (accumulated in double, as llama.cpp does).
+  double (*expSubSum)(int n, float* x, float max);
 };
 const FloatKernels& float_kernels();
 
@@ -91,6 +95,8 @@ void axpy_f16(int n, float a, const uint16_t* x, float* y);
 void axpy_f32(int n, float a, const float* x, float* y);
 void scores_f16(int nPos, int hd, const uint16_t* k, size_t stride, const uint16_t* q, float* out);
 void values_f16(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out);
+void silu_mul(int n, float* g, const float* u);
+double exp_sub_sum(int n, float* x, float max);
 }  // namespace generic
 
 // The x86 overrides (avx2.cc); each falls back to generic when the CPU lacks AVX2.
@@ -112,6 +118,8 @@ void axpy_f32(int n, float a, const float* x, float* y);
 void f32_to_f16_row(const float* x, void* y, int64_t k);
 void scores_f16(int nPos, int hd, const uint16_t* k, size_t stride, const uint16_t* q, float* out);
 void values_f16(int nPos, int hd, const uint16_t* v, size_t stride, const float* w, float* out);
+void silu_mul(int n, float* g, const float* u);
+double exp_sub_sum(int n, float* x, float max);
 void tile_q4_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
 void tile_q5_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
 void tile_q8_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);

@@ -11,7 +11,7 @@ namespace skein {
 static TypeTraits g_traits[T_COUNT];
 static const char* g_isa = "generic";
 static std::once_flag g_init_once;
-static FloatKernels g_float{generic::axpy_f16, generic::axpy_f32, generic::f32_to_f16_row, generic::scores_f16, generic::values_f16};
+static FloatKernels g_float{generic::axpy_f16, generic::axpy_f32, generic::f32_to_f16_row, generic::scores_f16, generic::values_f16, generic::silu_mul, generic::exp_sub_sum};
 
 static void set_row(TypeId t, const char* name, int elems, int bytes, TypeId partner, to_float_fn toF,
                     from_float_fn fromF, vec_dot_fn dot) {
@@ -40,7 +40,7 @@ static void init_once() {
   if (avx2::compiled() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("f16c")) {
     g_isa = "avx2";
-    g_float = FloatKernels{avx2::axpy_f16, avx2::axpy_f32, avx2::f32_to_f16_row, avx2::scores_f16, avx2::values_f16};
+    g_float = FloatKernels{avx2::axpy_f16, avx2::axpy_f32, avx2::f32_to_f16_row, avx2::scores_f16, avx2::values_f16, avx2::silu_mul, avx2::exp_sub_sum};
     g_traits[T_F16].fromFloat = avx2::f32_to_f16_row;
     g_traits[T_F32].dot = avx2::dot_f32;
     g_traits[T_F16].dot = avx2::dot_f16;
