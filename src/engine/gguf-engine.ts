@@ -12,7 +12,7 @@ import { ShardForward, type StageInput } from "./forward.ts";
 import { readGguf } from "./gguf/reader.ts";
 import { readModelArch, type ModelArch } from "./model.ts";
 import { loadNative, type NativeKvCache } from "./native.ts";
-import { SAMPLER_PENALTY_LAST_N_DEFAULT, Sampler, type SamplerParams } from "./sampler.ts";
+import { Sampler, samplerParamsOf, type SamplerParams } from "./sampler.ts";
 import { Tokenizer, type StreamingDetokenizer } from "./tokenizer/tokenizer.ts";
 
 /** Share of the machine's memory the KV caches of one engine may reserve when the context is the model's own. */
@@ -50,21 +50,6 @@ export function chooseContextSize(arch: ModelArch, spec: EngineShardSpec, memory
   return Math.max(Math.min(CONTEXT_DEFAULT_MIN, arch.contextLength), Math.min(arch.contextLength, byMemory));
 }
 
-export function samplerParams(params: GenerationParams): SamplerParams {
-  return {
-    temperature: params.temperature,
-    topK: params.topK,
-    topP: params.topP,
-    minP: params.minP,
-    repetitionPenalty: params.repetitionPenalty,
-    presencePenalty: params.presencePenalty,
-    frequencyPenalty: params.frequencyPenalty,
-    penaltyLastN: SAMPLER_PENALTY_LAST_N_DEFAULT,
-    seed: params.seed,
-    logprobs: params.logprobs,
-    topLogprobs: params.logprobs ? params.topLogprobs : 0,
-  };
-}
 
 interface Loaded {
   readonly shard: ShardForward;
@@ -155,7 +140,7 @@ export class GgufEngine implements Engine {
   }
 
   openSequence(params: GenerationParams, promptTokenCount: number): Sequence {
-    return this.openSequenceWith(samplerParams(params), promptTokenCount);
+    return this.openSequenceWith(samplerParamsOf(params), promptTokenCount);
   }
 
   private openSequenceWith(params: SamplerParams, promptTokenCount: number): GgufSequence {

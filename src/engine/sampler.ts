@@ -63,7 +63,8 @@ export function samplerParamsOf(params: GenerationParams): SamplerParams {
     penaltyLastN: SAMPLER_PENALTY_LAST_N_DEFAULT,
     seed: params.seed,
     logprobs: params.logprobs,
-    topLogprobs: params.topLogprobs,
+    // Alternatives are only reported with logprobs on (OpenAI's rule).
+    topLogprobs: params.logprobs ? params.topLogprobs : 0,
   };
 }
 
