@@ -6,7 +6,7 @@ import { CHAT_MESSAGES_MAX, GENERATION_TOKENS_MAX, STOP_STRINGS_MAX, TOOL_NAME_C
 import type { ChatMessage, GenerationParams, ToolCall, ToolChoice, ToolDefinition } from "../shared/types.ts";
 import type { AnswerToolCall } from "./answer.ts";
 import { ApiError } from "./errors.ts";
-import { CONTENT_PARTS_MAX, invalidRequest } from "./openai-format.ts";
+import { CONTENT_PARTS_MAX, parseWith } from "./openai-format.ts";
 import type { TaskEnd, TaskUsage } from "./task-stream.ts";
 import type { ToolSelection } from "./tools.ts";
 import { argumentsObject, nameToolResults, selectTools } from "./tools.ts";
@@ -64,9 +64,7 @@ export const MessagesRequestSchema = z.object({
 export type MessagesRequest = z.infer<typeof MessagesRequestSchema>;
 
 export function parseMessagesRequest(body: unknown): MessagesRequest {
-  const parsed = MessagesRequestSchema.safeParse(body);
-  if (!parsed.success) throw invalidRequest(parsed.error);
-  return parsed.data;
+  return parseWith(MessagesRequestSchema, body);
 }
 
 type Block = z.infer<typeof ContentBlockSchema>;

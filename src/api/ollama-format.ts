@@ -8,7 +8,7 @@ import { CHAT_MESSAGES_MAX, GENERATION_TOKENS_MAX, STOP_STRINGS_MAX, TOOL_CALLS_
 import type { ChatMessage, GenerationParams, ToolDefinition } from "../shared/types.ts";
 import type { AnswerToolCall } from "./answer.ts";
 import { ApiError } from "./errors.ts";
-import { FunctionToolSchema, invalidRequest } from "./openai-format.ts";
+import { FunctionToolSchema } from "./openai-format.ts";
 import type { TaskEnd } from "./task-stream.ts";
 import { argumentsObject, nameToolResults, selectTools } from "./tools.ts";
 
@@ -75,12 +75,6 @@ export const OllamaGenerateRequestSchema = z.object({
   raw: z.boolean().optional(),
 });
 export type OllamaGenerateRequest = z.infer<typeof OllamaGenerateRequestSchema>;
-
-export function parseWith<T>(schema: z.ZodType<T>, body: unknown): T {
-  const parsed = schema.safeParse(body);
-  if (!parsed.success) throw invalidRequest(parsed.error);
-  return parsed.data;
-}
 
 /** Ollama names models "name:tag"; a card id asked for with the implicit ":latest" is the same model. */
 export function modelNameCandidates(name: string): string[] {

@@ -28,12 +28,12 @@ import {
   OllamaChatRequestSchema,
   OllamaGenerateRequestSchema,
   ollamaToolCalls,
-  parseWith,
   showJson,
   statsJson,
   tagJson,
   wantsJsonFormat,
 } from "./ollama-format.ts";
+import { parseWith } from "./openai-format.ts";
 import type { TaskEnd } from "./task-stream.ts";
 
 type Kind = "chat" | "generate";

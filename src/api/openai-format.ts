@@ -95,10 +95,15 @@ export function invalidRequest(error: z.ZodError): ApiError {
   return new ApiError(400, { message, param, code: "invalid_request" });
 }
 
-export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest {
-  const parsed = ChatCompletionRequestSchema.safeParse(body);
+/** Validates a request body; the first issue becomes a 400 that names the field. */
+export function parseWith<T>(schema: z.ZodType<T>, body: unknown): T {
+  const parsed = schema.safeParse(body);
   if (!parsed.success) throw invalidRequest(parsed.error);
-  const request = parsed.data;
+  return parsed.data;
+}
+
+export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest {
+  const request = parseWith(ChatCompletionRequestSchema, body);
   if (request.n !== null && request.n !== undefined && request.n !== 1) {
     throw new ApiError(400, { message: `n: only n=1 is supported, got ${request.n}`, param: "n", code: "invalid_request" });
   }

@@ -7,7 +7,7 @@ import { CHAT_MESSAGES_MAX, GENERATION_TOKENS_MAX, TOOL_NAME_CHARS_MAX, TOOLS_MA
 import type { ChatMessage, GenerationParams, ToolCall, ToolChoice, ToolDefinition } from "../shared/types.ts";
 import type { AnswerPiece, AnswerToolCall } from "./answer.ts";
 import { ApiError } from "./errors.ts";
-import { CONTENT_PARTS_MAX, invalidRequest, ResponseFormatSchema } from "./openai-format.ts";
+import { CONTENT_PARTS_MAX, parseWith, ResponseFormatSchema } from "./openai-format.ts";
 import type { TaskEnd } from "./task-stream.ts";
 import type { ToolSelection } from "./tools.ts";
 import { nameToolResults, selectTools } from "./tools.ts";
@@ -65,9 +65,7 @@ export const ResponsesRequestSchema = z.object({
 export type ResponsesRequest = z.infer<typeof ResponsesRequestSchema>;
 
 export function parseResponsesRequest(body: unknown): ResponsesRequest {
-  const parsed = ResponsesRequestSchema.safeParse(body);
-  if (!parsed.success) throw invalidRequest(parsed.error);
-  return parsed.data;
+  return parseWith(ResponsesRequestSchema, body);
 }
 
 type InputItem = z.infer<typeof InputItemSchema>;
