@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { FAKE_MODEL_ID, isIdle, startTestNode } from "../support/test-node.ts";
+import { isModelOutputFailure } from "../support/documented-failures.ts";
 
 const RUN_COUNT = Number(process.env["FUZZ_RUNS"] ?? 150);
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -88,6 +89,16 @@ const routeCase: fc.Arbitrary<RouteCase> = fc.oneof(
   fc.tuple(fc.constantFrom("PUT", "PATCH", "DELETE", "OPTIONS"), fc.constantFrom("/v1/chat/completions", "/state", "/instance", "/v1/messages")).map(([method, path]) => ({ method, path, body: null, contentType: null })),
 );
 
+/**
+ * The 5xx answers the README documents for valid requests: POST /instance asking for more nodes than
+ * this one-node cluster has (503 no_instance, "no instance can serve"), and a model answer that fails
+ * the requested format (see documented-failures.ts). Anything else at 5xx is a bug.
+ */
+function isDocumentedServerAnswer(c: RouteCase, status: number, text: string): boolean {
+  if (c.method === "POST" && c.path === "/instance") return status === 503 && /"code":"no_instance"/.test(text);
+  return isModelOutputFailure(status, text);
+}
+
 test(`fuzz every API route: ${RUN_COUNT} requests, never a 5xx or a hang, nothing left behind`, async (t) => {
   const seed = Number(process.env["FUZZ_SEED"] ?? Math.floor(Math.random() * 2 ** 31));
   t.diagnostic(`fuzz seed ${seed} (replay with FUZZ_SEED=${seed})`);
@@ -111,7 +122,7 @@ test(`fuzz every API route: ${RUN_COUNT} requests, never a 5xx or a hang, nothin
           // /events streams for ever: its status is the answer; generations end by themselves.
           const text = c.path.startsWith("/events") ? "" : await response.text();
           if (c.path.startsWith("/events")) await response.body?.cancel();
-          assert.ok(response.status < 500, `${c.method} ${c.path} → ${response.status}: ${text.slice(0, 400)}`);
+          assert.ok(response.status < 500 || isDocumentedServerAnswer(c, response.status, text), `${c.method} ${c.path} → ${response.status}: ${text.slice(0, 400)}`);
           assert.doesNotMatch(text, /"type":"server_error"|"type":"api_error"/, `${c.method} ${c.path}: streamed a server error: ${text.slice(0, 400)}`);
         } finally {
           clearTimeout(timer);
