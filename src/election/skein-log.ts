@@ -6,6 +6,7 @@ import { z } from "zod";
 import { apply } from "../shared/apply.ts";
 import { NodeIdSchema } from "../shared/ids.ts";
 import type { NodeId } from "../shared/ids.ts";
+import { CLUSTER_MEMBERS_MAX } from "../shared/limits.ts";
 import type { State } from "../shared/state.ts";
 import type { IndexedEvent } from "../shared/types.ts";
 import { DownloadProgressSchema, IndexedEventSchema, InstanceSchema, NodeInfoSchema, RunnerSchema, TaskSchema } from "../shared/types.ts";
@@ -30,6 +31,8 @@ export const StateSchema: z.ZodType<State> = z.object({
   lastIdx: z.number().int().min(-1),
   masterNodeId: NodeIdSchema.nullable(),
   masterTerm: z.number().int().min(0),
+  clusterId: z.string().min(1).max(128).nullable(),
+  members: z.array(NodeIdSchema).max(CLUSTER_MEMBERS_MAX),
   nodes: z.record(z.string(), NodeInfoSchema),
   instances: z.record(z.string(), InstanceSchema),
   runners: z.record(z.string(), RunnerSchema),

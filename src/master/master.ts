@@ -393,6 +393,11 @@ export function judgeWorkerEvent(state: State, event: Event, fromNodeId: NodeId)
       }
       return null;
     }
+    case "RunnerStageListening": {
+      const runner = state.runners[event.runnerId];
+      if (runner === undefined) return { level: "debug", reason: `unknown runner ${event.runnerId}` };
+      return runner.nodeId === fromNodeId ? null : { level: "warn", reason: `runner ${event.runnerId} lives on ${runner.nodeId}, not ${fromNodeId}` };
+    }
     case "TaskStatusUpdated":
     case "TaskPrefillProgress":
     case "ChunkGenerated":

@@ -37,6 +37,13 @@ function applyEvent(s: State, e: IndexedEvent["event"]): State {
       return applyInstanceDeleted(s, e.instanceId, e.reason);
     case "RunnerStatusUpdated":
       return applyRunnerStatusUpdated(s, e);
+    case "RunnerStageListening": {
+      const runner = s.runners[e.runnerId];
+      if (runner === undefined) return s;
+      return { ...s, runners: { ...s.runners, [e.runnerId]: { ...runner, stagePort: e.port } } };
+    }
+    case "ClusterMembersChanged":
+      return { ...s, clusterId: e.clusterId, members: [...e.members] };
     case "TaskCreated":
       return { ...s, tasks: { ...s.tasks, [e.task.taskId]: e.task } };
     case "TaskStatusUpdated":

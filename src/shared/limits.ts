@@ -35,3 +35,5 @@ export const RUNNER_RESTART_WINDOW_MS = 60_000;
 export const SSE_KEEPALIVE_MS = 2_000;
 /** Events kept in memory for GET /events replay before a client must re-read /state. */
 export const EVENT_HISTORY_IN_MEMORY_MAX = 65_536;
+/** Voting members of one cluster's replicated log; a home cluster has a handful, this bounds a forged list. */
+export const CLUSTER_MEMBERS_MAX = 64;

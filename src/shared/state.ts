@@ -8,6 +8,10 @@ export interface State {
   readonly lastIdx: number;
   readonly masterNodeId: NodeId | null;
   readonly masterTerm: number;
+  /** The cluster this log belongs to (ClusterMembersChanged); null before the first. */
+  readonly clusterId: string | null;
+  /** Voting members of the replicated log, in the order the master listed them. */
+  readonly members: readonly NodeId[];
   readonly nodes: Readonly<Record<NodeId, NodeInfo>>;
   readonly instances: Readonly<Record<InstanceId, Instance>>;
   readonly runners: Readonly<Record<RunnerId, Runner>>;
@@ -20,6 +24,8 @@ export const emptyState = (): State => ({
   lastIdx: -1,
   masterNodeId: null,
   masterTerm: 0,
+  clusterId: null,
+  members: [],
   nodes: {},
   instances: {},
   runners: {},
@@ -51,6 +57,8 @@ export function stateToJson(s: State): Record<string, unknown> {
   return {
     master_node_id: s.masterNodeId,
     master_term: s.masterTerm,
+    cluster_id: s.clusterId,
+    members: s.members,
     last_idx: s.lastIdx,
     nodes: s.nodes,
     instances: s.instances,

@@ -10,7 +10,7 @@ import {
   RunnerIdSchema,
   TaskIdSchema,
 } from "./ids.ts";
-import { CHAT_MESSAGES_MAX, GENERATION_TOKENS_MAX, STOP_STRINGS_MAX, TOOL_CALLS_PER_MESSAGE_MAX, TOOL_NAME_CHARS_MAX, TOOLS_MAX } from "./limits.ts";
+import { CHAT_MESSAGES_MAX, CLUSTER_MEMBERS_MAX, GENERATION_TOKENS_MAX, STOP_STRINGS_MAX, TOOL_CALLS_PER_MESSAGE_MAX, TOOL_NAME_CHARS_MAX, TOOLS_MAX } from "./limits.ts";
 
 // ── generation parameters ─────────────────────────────────────────────────────────────────────
 
@@ -152,6 +152,11 @@ export const RunnerSchema = z.object({
   instanceId: InstanceIdSchema,
   nodeId: NodeIdSchema,
   status: RunnerStatusSchema,
+  /**
+   * The TCP port where this runner accepts the previous pipeline stage (later stages only; on the
+   * runner's node's address). Absent until the runner reports it with RunnerStageListening.
+   */
+  stagePort: z.number().int().min(1).max(65535).optional(),
 });
 export type Runner = z.infer<typeof RunnerSchema>;
 
@@ -209,6 +214,17 @@ export const EventSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("InstanceCreated"), instance: InstanceSchema }),
   z.object({ type: z.literal("InstanceDeleted"), instanceId: InstanceIdSchema, reason: z.string() }),
   z.object({ type: z.literal("RunnerStatusUpdated"), runnerId: RunnerIdSchema, status: RunnerStatusSchema }),
+  /** A pipeline stage's runner listens for its upstream stage on this port (reported after each (re)start). */
+  z.object({ type: z.literal("RunnerStageListening"), runnerId: RunnerIdSchema, port: z.number().int().min(1).max(65535) }),
+  /**
+   * The voting members of the replicated log (one added or removed at a time), and the id of the
+   * cluster they form: two clusters that meet compare ids to decide which one the other joins.
+   */
+  z.object({
+    type: z.literal("ClusterMembersChanged"),
+    clusterId: z.string().min(1).max(128),
+    members: z.array(NodeIdSchema).min(1).max(CLUSTER_MEMBERS_MAX),
+  }),
   z.object({ type: z.literal("TaskCreated"), task: TaskSchema }),
   z.object({
     type: z.literal("TaskStatusUpdated"),
@@ -250,6 +266,7 @@ export type IndexedEvent = z.infer<typeof IndexedEventSchema>;
 export const WORKER_EVENT_TYPES = [
   "NodeGatheredInfo",
   "RunnerStatusUpdated",
+  "RunnerStageListening",
   "TaskStatusUpdated",
   "TaskPrefillProgress",
   "ChunkGenerated",
