@@ -157,6 +157,31 @@ test("repacked 8-row kernels agree with the row-by-row kernels (decode and prefi
   }
 });
 
+test("repacked kernels agree with the row-by-row kernels for 16-row groups, 8-row remainders and up to 17 tokens", () => {
+  // 80 rows take the 16-row groups where the CPU has AVX-512; 72 rows fall back to 8-row groups.
+  // 17 tokens cover two full 8-token tiles and a single-token remainder.
+  const cols = 256;
+  for (const rows of [80, 72]) {
+    const w = randomVector(rows * cols, 60 + rows, 0.7);
+    for (const type of [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q5_0]) {
+      const bytes = encode(type, w);
+      for (const n of [1, 2, 8, 17]) {
+        const x = randomVector(n * cols, 70 + n, 3);
+        const plain = native.matmul(type, bytes, rows, cols, x, n);
+        const packed = native.matmul(type, bytes, rows, cols, x, n, true);
+        for (let i = 0; i < plain.length; i++) {
+          assert.ok(Math.abs(plain[i]! - packed[i]!) <= 1e-4 * (1 + Math.abs(plain[i]!)), `${ggmlTypeTraits(type).name} rows=${rows} n=${n} i=${i}: ${plain[i]} vs ${packed[i]}`);
+        }
+        // Each token's outputs must not depend on which tile it fell into.
+        for (const t of [0, n - 1]) {
+          const alone = native.matmul(type, bytes, rows, cols, x.subarray(t * cols, (t + 1) * cols), 1, true);
+          assert.deepEqual(packed.subarray(t * rows, (t + 1) * rows), alone, `${ggmlTypeTraits(type).name} rows=${rows} n=${n} token ${t}`);
+        }
+      }
+    }
+  }
+});
+
 test("results do not depend on the thread count (each output is computed whole by one thread)", () => {
   const rows = 96;
   const cols = 256;

@@ -86,7 +86,9 @@ struct QuantizedActs {
 };
 
 std::vector<uint8_t> g_packedQs;
+std::vector<int8_t> g_packedQsS;
 std::vector<float> g_packedD;
+std::vector<int32_t> g_packedSum;
 
 QuantizedActs quantize_acts(TypeId partner, const float* x, int n, int64_t k) {
   const TypeTraits* pt = type_traits(partner);
@@ -97,15 +99,31 @@ QuantizedActs quantize_acts(TypeId partner, const float* x, int n, int64_t k) {
   if (partner == T_Q8_0) {
     const int64_t nb = k / QK8_0;
     pa.qs = grow(g_packedQs, (size_t)(n * nb * 32));
+    pa.qsS = grow(g_packedQsS, (size_t)(n * nb * 32));
     pa.d = grow(g_packedD, (size_t)(n * nb));
+    pa.sum = grow(g_packedSum, (size_t)(n * nb));
     pa.qsStride = (size_t)nb * 32;
     pa.dStride = (size_t)nb;
   }
   parallel_for(n, 4, [&](int t) {
     pt->fromFloat(x + (size_t)t * k, buf + stride * t, k);
-    if (partner == T_Q8_0) pack_acts_q8_0(buf + stride * t, k / QK8_0, (uint8_t*)pa.qs + pa.qsStride * t, (float*)pa.d + pa.dStride * t);
+    if (partner == T_Q8_0)
+      pack_acts_q8_0(buf + stride * t, k / QK8_0, (uint8_t*)pa.qs + pa.qsStride * t, (int8_t*)pa.qsS + pa.qsStride * t,
+                     (float*)pa.d + pa.dStride * t, (int32_t*)pa.sum + pa.dStride * t);
   });
   return {buf, stride, pa};
+}
+
+packed_gemm_fn packed_gemm_for(int kind) {
+  const PackedKernels& pk = packed_kernels();
+  switch (kind) {
+    case PACK_Q4_0x8: return pk.q4_0x8;
+    case PACK_Q5_0x8: return pk.q5_0x8;
+    case PACK_Q8_0x8: return pk.q8_0x8;
+    case PACK_Q4_0x16: return pk.q4_0x16;
+    case PACK_Q5_0x16: return pk.q5_0x16;
+    default: return pk.q8_0x16;
+  }
 }
 
 struct MatJob {
@@ -131,7 +149,7 @@ void run_matmuls(const MatJob* jobs, int nJobs, int n) {
     for (int j = 0; j < nJobs; j++) maxRowBytes = std::max(maxRowBytes, jobs[j].w->rowBytes);
     chunk = std::min<int64_t>(64, std::max<int64_t>(8, (int64_t)(16384 / maxRowBytes)));
   }
-  chunk = (chunk + 7) & ~int64_t(7);  // packed tensors work in groups of 8 rows
+  chunk = (chunk + 15) & ~int64_t(15);  // packed tensors work in groups of 8 or 16 rows
   // Chunks never straddle jobs: a chunk index maps to (job, first row).
   std::vector<int64_t> firstChunk(nJobs + 1, 0);
   for (int j = 0; j < nJobs; j++) firstChunk[j + 1] = firstChunk[j] + (jobs[j].w->ne1 + chunk - 1) / chunk;
@@ -149,17 +167,21 @@ void run_matmuls(const MatJob* jobs, int nJobs, int n) {
       const int64_t r1 = std::min<int64_t>(r0 + chunk, w.ne1);
       const int k = (int)w.ne0;
       if (w.packKind != PACK_NONE) {
-        const PackedKernels& pk = packed_kernels();
-        const packed_gemm_fn gemm = w.packKind == PACK_Q4_0x8 ? pk.q4_0x8 : w.packKind == PACK_Q5_0x8 ? pk.q5_0x8 : pk.q8_0x8;
+        const packed_gemm_fn gemm = packed_gemm_for(w.packKind);
         const int64_t nb = w.ne0 / QK8_0;
+        const int groupRows = packed_group_rows(w.packKind);
+        const int tile = packed_x16(w.packKind) ? kMaxTokensX16 : 4;
         const size_t groupBytes = (size_t)nb * packed_block_bytes(w.packKind);
-        for (int t0 = 0; t0 < n; t0 += 4) {
-          const int tn = std::min(4, n - t0);
+        for (int t0 = 0; t0 < n; t0 += tile) {
+          const int tn = std::min(tile, n - t0);
           PackedActs a = job.x.packed;
           a.qs += a.qsStride * t0;
+          a.qsS += a.qsStride * t0;
           a.d += a.dStride * t0;
-          for (int64_t r = r0; r < r1; r += 8)
-            gemm(nb, w.packed + (size_t)(r / 8) * groupBytes, a, tn, job.out + job.outStride * t0 + r, job.outStride, job.accumulate);
+          a.sum += a.dStride * t0;
+          for (int64_t r = r0; r < r1; r += groupRows)
+            gemm(nb, w.packed + (size_t)(r / groupRows) * groupBytes, a, tn, job.out + job.outStride * t0 + r, job.outStride,
+                 job.accumulate);
         }
         continue;
       }
@@ -441,30 +463,49 @@ static void release_pages(const uint8_t* p, size_t len) {
   if (end > start) madvise((void*)start, end - start, MADV_DONTNEED);
 }
 
-bool pack_tensor(Tensor& t, bool releaseFilePages) {
-  if (t.ne1 % 8 != 0) return false;
+// The packed layout for a tensor on this CPU, or PACK_NONE: 16-row groups where AVX-512 is
+// available and the rows divide, else 8-row groups.
+static int pack_kind_for(const Tensor& t) {
   const PackedKernels& pk = packed_kernels();
-  int kind = PACK_NONE;
-  if (t.type == T_Q4_0 && pk.q4_0x8 != nullptr) kind = PACK_Q4_0x8;
-  if (t.type == T_Q8_0 && pk.q8_0x8 != nullptr) kind = PACK_Q8_0x8;
-  if (t.type == T_Q5_0 && pk.q5_0x8 != nullptr) kind = PACK_Q5_0x8;
+  if (t.ne1 % 16 == 0) {
+    if (t.type == T_Q4_0 && pk.q4_0x16 != nullptr) return PACK_Q4_0x16;
+    if (t.type == T_Q8_0 && pk.q8_0x16 != nullptr) return PACK_Q8_0x16;
+    if (t.type == T_Q5_0 && pk.q5_0x16 != nullptr) return PACK_Q5_0x16;
+  }
+  if (t.ne1 % 8 == 0) {
+    if (t.type == T_Q4_0 && pk.q4_0x8 != nullptr) return PACK_Q4_0x8;
+    if (t.type == T_Q8_0 && pk.q8_0x8 != nullptr) return PACK_Q8_0x8;
+    if (t.type == T_Q5_0 && pk.q5_0x8 != nullptr) return PACK_Q5_0x8;
+  }
+  return PACK_NONE;
+}
+
+bool pack_tensor(Tensor& t, bool releaseFilePages) {
+  const int kind = pack_kind_for(t);
   if (kind == PACK_NONE) return false;
   const int64_t nb = t.ne0 / QK8_0;
+  const int groupRows = packed_group_rows(kind);
   const size_t blockBytes = packed_block_bytes(kind);
-  const size_t bytes = (size_t)(t.ne1 / 8) * (size_t)nb * blockBytes;
+  const size_t bytes = (size_t)(t.ne1 / groupRows) * (size_t)nb * blockBytes;
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw ModelError("cannot allocate " + std::to_string(bytes) + " bytes for repacked weights");
   // In slices, releasing each slice's file pages at once, so the peak is not file + copy.
-  const int64_t groups = t.ne1 / 8;
-  const int64_t sliceGroups = std::max<int64_t>(1, (int64_t)((4u << 20) / (8 * t.rowBytes)));
+  const int64_t groups = t.ne1 / groupRows;
+  const int64_t sliceGroups = std::max<int64_t>(1, (int64_t)((4u << 20) / (groupRows * t.rowBytes)));
   for (int64_t g0 = 0; g0 < groups; g0 += sliceGroups) {
     const int64_t gn = std::min(sliceGroups, groups - g0);
-    const uint8_t* src = t.data + (size_t)g0 * 8 * t.rowBytes;
+    const int64_t rows = gn * groupRows;
+    const uint8_t* src = t.data + (size_t)g0 * groupRows * t.rowBytes;
     uint8_t* dst = (uint8_t*)p + (size_t)g0 * (size_t)nb * blockBytes;
-    if (kind == PACK_Q4_0x8) repack_q4_0x8(src, t.rowBytes, gn * 8, nb, dst);
-    else if (kind == PACK_Q5_0x8) repack_q5_0x8(src, t.rowBytes, gn * 8, nb, dst);
-    else repack_q8_0x8(src, t.rowBytes, gn * 8, nb, dst);
-    if (releaseFilePages) release_pages(src, (size_t)gn * 8 * t.rowBytes);
+    switch (kind) {
+      case PACK_Q4_0x8: repack_q4_0x8(src, t.rowBytes, rows, nb, dst); break;
+      case PACK_Q5_0x8: repack_q5_0x8(src, t.rowBytes, rows, nb, dst); break;
+      case PACK_Q8_0x8: repack_q8_0x8(src, t.rowBytes, rows, nb, dst); break;
+      case PACK_Q4_0x16: repack_q4_0x16(src, t.rowBytes, rows, nb, dst); break;
+      case PACK_Q5_0x16: repack_q5_0x16(src, t.rowBytes, rows, nb, dst); break;
+      default: repack_q8_0x16(src, t.rowBytes, rows, nb, dst); break;
+    }
+    if (releaseFilePages) release_pages(src, (size_t)rows * t.rowBytes);
   }
   t.packed = (uint8_t*)p;
   t.packedBytes = bytes;

@@ -64,11 +64,66 @@ void repack_q5_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb
   }
 }
 
-void pack_acts_q8_0(const void* q8, int64_t nb, uint8_t* qsOut, float* dOut) {
+void repack_q4_0x16(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst) {
+  block_q4_0x16* out = (block_q4_0x16*)dst;
+  for (int64_t g = 0; g < rows / 16; g++) {
+    for (int64_t b = 0; b < nb; b++) {
+      block_q4_0x16& o = out[g * nb + b];
+      for (int r = 0; r < 16; r++) {
+        const block_q4_0* s = (const block_q4_0*)(src + (size_t)(g * 16 + r) * rowBytes) + b;
+        o.d[r] = s->d;
+        for (int k = 0; k < 4; k++) std::memcpy(o.qs + 64 * k + 4 * r, s->qs + 4 * k, 4);
+      }
+    }
+  }
+}
+
+void repack_q8_0x16(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst) {
+  block_q8_0x16* out = (block_q8_0x16*)dst;
+  for (int64_t g = 0; g < rows / 16; g++) {
+    for (int64_t b = 0; b < nb; b++) {
+      block_q8_0x16& o = out[g * nb + b];
+      for (int r = 0; r < 16; r++) {
+        const block_q8_0* s = (const block_q8_0*)(src + (size_t)(g * 16 + r) * rowBytes) + b;
+        o.d[r] = s->d;
+        for (int k = 0; k < 8; k++)
+          for (int e = 0; e < 4; e++) o.qs[64 * k + 4 * r + e] = (uint8_t)(s->qs[4 * k + e] ^ 0x80);
+      }
+    }
+  }
+}
+
+void repack_q5_0x16(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst) {
+  block_q5_0x16* out = (block_q5_0x16*)dst;
+  for (int64_t g = 0; g < rows / 16; g++) {
+    for (int64_t b = 0; b < nb; b++) {
+      block_q5_0x16& o = out[g * nb + b];
+      std::memset(o.qh, 0, sizeof o.qh);
+      for (int r = 0; r < 16; r++) {
+        const block_q5_0* s = (const block_q5_0*)(src + (size_t)(g * 16 + r) * rowBytes) + b;
+        uint32_t qh;
+        std::memcpy(&qh, s->qh, 4);
+        o.d[r] = s->d;
+        for (int k = 0; k < 4; k++) std::memcpy(o.qs + 64 * k + 4 * r, s->qs + 4 * k, 4);
+        // Chunk c holds elements 4c..4c+3 (c < 4: low nibbles; c >= 4: high nibbles 16 + 4(c - 4)..).
+        for (int c = 0; c < 8; c++)
+          for (int e = 0; e < 4; e++) o.qh[c] |= (uint64_t)((qh >> (4 * c + e)) & 1) << (4 * r + e);
+      }
+    }
+  }
+}
+
+void pack_acts_q8_0(const void* q8, int64_t nb, uint8_t* qsOut, int8_t* qsSOut, float* dOut, int32_t* sumOut) {
   const block_q8_0* y = (const block_q8_0*)q8;
   for (int64_t b = 0; b < nb; b++) {
-    for (int j = 0; j < 32; j++) qsOut[b * 32 + j] = (uint8_t)(y[b].qs[j] ^ 0x80);
+    int32_t sum = 0;
+    for (int j = 0; j < 32; j++) {
+      qsOut[b * 32 + j] = (uint8_t)(y[b].qs[j] ^ 0x80);
+      qsSOut[b * 32 + j] = y[b].qs[j];
+      sum += y[b].qs[j];
+    }
     dOut[b] = fp16_to_f32(y[b].d);
+    sumOut[b] = sum;
   }
 }
 
@@ -83,6 +138,12 @@ const PackedKernels& packed_kernels() {
     const bool avx2 = avx2::compiled() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                       __builtin_cpu_supports("f16c");
     if (!avx2) return;
+    if (std::getenv("SKEIN_NO_AVX512") == nullptr && avx512::compiled() && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+      g_packed.q4_0x16 = avx512::gemm_q4_0x16;
+      g_packed.q5_0x16 = avx512::gemm_q5_0x16;
+      g_packed.q8_0x16 = avx512::gemm_q8_0x16;
+    }
     g_packed.q4_0x8 = avx2::gemm_q4_0x8;
     g_packed.q5_0x8 = avx2::gemm_q5_0x8;
     if (std::getenv("SKEIN_NO_VNNI") != nullptr) return;

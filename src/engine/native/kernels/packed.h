@@ -12,7 +12,19 @@
 
 namespace skein {
 
-enum PackedKind : int { PACK_NONE = 0, PACK_Q4_0x8 = 1, PACK_Q8_0x8 = 2, PACK_Q5_0x8 = 3 };
+enum PackedKind : int {
+  PACK_NONE = 0,
+  PACK_Q4_0x8 = 1,
+  PACK_Q8_0x8 = 2,
+  PACK_Q5_0x8 = 3,
+  // 16-row groups for AVX-512 (one 512-bit register = 16 rows × 4 bytes), see below.
+  PACK_Q4_0x16 = 4,
+  PACK_Q8_0x16 = 5,
+  PACK_Q5_0x16 = 6,
+};
+
+inline bool packed_x16(int kind) { return kind >= PACK_Q4_0x16; }
+inline int packed_group_rows(int kind) { return packed_x16(kind) ? 16 : 8; }
 
 #pragma pack(push, 1)
 // Chunk k (0..3) of qs: 8 rows × bytes 4k..4k+3 of the row's q4_0 qs (low nibbles: elements
@@ -35,19 +47,55 @@ struct block_q5_0x8 {
   uint8_t qs[8 * QK5_0 / 2];
   uint32_t qh[8];
 };
+
+// 16-row groups: the weights are the unsigned operand of the byte dot and the activations the
+// signed one, so the constant that makes the weights unsigned (8, 16 or 128 per element) costs
+// one term per block, −K·Σy, computed once per activation block instead of stored per row. The
+// groups hold exactly the file's bytes, so repacking adds no memory.
+// Chunk k (0..3) of qs: 16 rows × bytes 4k..4k+3 of the row's q4_0 qs, nibbles as in the file.
+struct block_q4_0x16 {
+  f16_t d[16];
+  uint8_t qs[16 * QK4_0 / 2];
+};
+// Chunk k (0..7): 16 rows × elements 4k..4k+3, each stored as q + 128 (q ^ 0x80).
+struct block_q8_0x16 {
+  f16_t d[16];
+  uint8_t qs[16 * QK8_0];
+};
+// Low nibbles as q4_0x16; qh[c] is the fifth bit of chunk c's 64 bytes (bit 4r + e: row r,
+// element e of the chunk), chunks 0..3 for the low nibbles, 4..7 for the high ones.
+struct block_q5_0x16 {
+  f16_t d[16];
+  uint64_t qh[8];
+  uint8_t qs[16 * QK5_0 / 2];
+};
 #pragma pack(pop)
+static_assert(sizeof(block_q4_0x16) == 16 * sizeof(block_q4_0), "q4_0x16 size");
+static_assert(sizeof(block_q8_0x16) == 16 * sizeof(block_q8_0), "q8_0x16 size");
+static_assert(sizeof(block_q5_0x16) == 16 * sizeof(block_q5_0), "q5_0x16 size");
 static_assert(sizeof(block_q5_0x8) == 16 + 16 + 128 + 32, "q5_0x8 size");
 static_assert(sizeof(block_q4_0x8) == 16 + 16 + 128, "q4_0x8 size");
 static_assert(sizeof(block_q8_0x8) == 16 + 16 + 256, "q8_0x8 size");
 
 inline size_t packed_block_bytes(int kind) {
-  return kind == PACK_Q4_0x8 ? sizeof(block_q4_0x8) : kind == PACK_Q5_0x8 ? sizeof(block_q5_0x8) : sizeof(block_q8_0x8);
+  switch (kind) {
+    case PACK_Q4_0x8: return sizeof(block_q4_0x8);
+    case PACK_Q5_0x8: return sizeof(block_q5_0x8);
+    case PACK_Q8_0x8: return sizeof(block_q8_0x8);
+    case PACK_Q4_0x16: return sizeof(block_q4_0x16);
+    case PACK_Q5_0x16: return sizeof(block_q5_0x16);
+    default: return sizeof(block_q8_0x16);
+  }
 }
 
-// Activation rows for packed kernels: per row, nb blocks of 32 unsigned bytes (y + 128), then nb floats.
+// Activation rows for packed kernels, per row: nb blocks of 32 unsigned bytes (y + 128) for the
+// 8-row kernels, the same 32 signed bytes (y) for the 16-row ones, nb floats (the scales) and nb
+// block sums Σy.
 struct PackedActs {
-  const uint8_t* qs;  // row t at qs + t * qsStride
-  const float* d;     // row t at d + t * dStride
+  const uint8_t* qs;   // row t at qs + t * qsStride
+  const int8_t* qsS;   // row t at qsS + t * qsStride
+  const float* d;      // row t at d + t * dStride
+  const int32_t* sum;  // row t at sum + t * dStride
   size_t qsStride, dStride;
 };
 
@@ -55,16 +103,26 @@ struct PackedActs {
 void repack_q4_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst);
 void repack_q8_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst);
 void repack_q5_0x8(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst);
-// Converts q8_0 activation blocks into PackedActs layout (qs: nb*32 bytes, d: nb floats per row).
-void pack_acts_q8_0(const void* q8, int64_t nb, uint8_t* qsOut, float* dOut);
+void repack_q4_0x16(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst);
+void repack_q8_0x16(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst);
+void repack_q5_0x16(const uint8_t* src, size_t rowBytes, int64_t rows, int64_t nb, void* dst);
+// Converts q8_0 activation blocks into PackedActs layout (nb*32 unsigned and nb*32 signed bytes,
+// nb floats, nb sums per row).
+void pack_acts_q8_0(const void* q8, int64_t nb, uint8_t* qsOut, int8_t* qsSOut, float* dOut, int32_t* sumOut);
 
-// out[t * os + r] for the 8 rows of `group` and T (1..4) activation rows.
+// out[t * os + r] for the 8 (16) rows of `group` and T activation rows: 1..4 for the 8-row
+// kernels, 1..kMaxTokensX16 for the 16-row ones.
 using packed_gemm_fn = void (*)(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os,
                                 bool accumulate);
+constexpr int kMaxTokensX16 = 8;
 struct PackedKernels {
   packed_gemm_fn q4_0x8 = nullptr;
   packed_gemm_fn q8_0x8 = nullptr;  // needs VNNI (unsigned 255 × signed 127 overflows maddubs)
   packed_gemm_fn q5_0x8 = nullptr;
+  // AVX-512 (F, BW, VL, VNNI); preferred over the 8-row kernels when present.
+  packed_gemm_fn q4_0x16 = nullptr;
+  packed_gemm_fn q8_0x16 = nullptr;
+  packed_gemm_fn q5_0x16 = nullptr;
 };
 const PackedKernels& packed_kernels();
 
@@ -81,6 +139,13 @@ namespace avx512vnni {
 void gemm_q5_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 void gemm_q4_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 void gemm_q8_0x8(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
+}
+
+namespace avx512 {
+bool compiled();
+void gemm_q4_0x16(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
+void gemm_q8_0x16(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
+void gemm_q5_0x16(int64_t nb, const void* group, const PackedActs& a, int T, float* out, int64_t os, bool acc);
 }
 
 }  // namespace skein
