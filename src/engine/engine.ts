@@ -26,14 +26,17 @@ export interface SampledToken {
   readonly topLogprobs: readonly { readonly tokenId: number; readonly logprob: number }[];
 }
 
-/** One generation in progress: owns a KV-cache slot and the sampler's state. */
+/**
+ * One generation in progress: owns a KV-cache slot and the sampler's state. prefill, sample and
+ * decode may return promises: a pipeline's first stage waits there for the other stages.
+ */
 export interface Sequence {
   /** Runs one chunk of the prompt through the model, appending it to the KV cache. */
-  prefill(tokenIds: readonly number[]): void;
+  prefill(tokenIds: readonly number[]): void | Promise<void>;
   /** Samples the next token from the logits at the current position. */
-  sample(): SampledToken;
+  sample(): SampledToken | Promise<SampledToken>;
   /** Appends a sampled token and computes the logits for the next position. */
-  decode(tokenId: number): void;
+  decode(tokenId: number): void | Promise<void>;
   /** True for end-of-generation tokens (EOS, EOT, <|im_end|> …). */
   isEndOfGeneration(tokenId: number): boolean;
   /** Streaming-safe detokenizing: returns only complete UTF-8 text ("" while a character is split). */
@@ -42,6 +45,13 @@ export interface Sequence {
   tokenText(tokenId: number): string;
   /** Releases the KV slot. Safe to call twice. */
   free(): void;
+}
+
+/** A Sequence computed in this process: every call returns its result directly. */
+export interface LocalSequence extends Sequence {
+  prefill(tokenIds: readonly number[]): void;
+  sample(): SampledToken;
+  decode(tokenId: number): void;
 }
 
 export interface Engine {
@@ -58,11 +68,60 @@ export interface Engine {
   openSequence(params: GenerationParams, promptTokenCount: number): Sequence;
   /** Releases every resource. */
   close(): void;
+  /**
+   * Pipeline engines only (a shard that is not the whole model): one sequence's slot on this stage.
+   * Absent: the engine serves whole models only.
+   */
+  openStageSequence?(params: SamplingParams): StageSequence;
+}
+
+/** The part of a request a pipeline's last stage needs to sample (the prompt stays on the first stage). */
+export type SamplingParams = Pick<
+  GenerationParams,
+  "temperature" | "topK" | "topP" | "minP" | "repetitionPenalty" | "presencePenalty" | "frequencyPenalty" | "seed" | "logprobs" | "topLogprobs"
+>;
+
+/** What a pipeline stage receives: token ids on the first stage, the previous stage's hidden states after. */
+export type StageStepInput = { readonly tokens: readonly number[] } | { readonly hidden: Float32Array; readonly nTokens: number };
+
+/** One sequence on one pipeline stage: its KV slot, and on the last stage its sampler. */
+export interface StageSequence {
+  /** Floats per token in the hidden states this stage passes on. */
+  readonly hiddenSize: number;
+  readonly isFirstStage: boolean;
+  readonly isLastStage: boolean;
+  /**
+   * Runs this stage's layers over the step; `tokenIds` are the step's tokens (the last stage's
+   * sampler records them for its penalties). Returns the hidden states (nTokens × hiddenSize).
+   */
+  forward(input: StageStepInput, tokenIds: readonly number[]): { readonly hidden: Float32Array; readonly nTokens: number };
+  /** Last stage only: samples from the last row of `hidden`. */
+  sample(hidden: Float32Array, nTokens: number): SampledToken;
+  /** First stage: the same text services a whole-model Sequence offers. */
+  isEndOfGeneration(tokenId: number): boolean;
+  detokenize(tokenId: number): string;
+  tokenText(tokenId: number): string;
+  /** Releases the KV slot. Safe to call twice. */
+  free(): void;
 }
 
 /** An error caused by the request (too long a prompt, bad template input): the task fails, the runner stays Ready. */
 export class EngineInputError extends Error {
   override name = "EngineInputError";
+}
+
+/**
+ * Another pipeline stage failed or vanished: the task fails (runner_failed, or bad_request when that
+ * stage refused the input), but this runner's own engine is intact and it stays Ready.
+ */
+export class StageFailedError extends Error {
+  override name = "StageFailedError";
+  constructor(
+    message: string,
+    readonly inputError: boolean = false,
+  ) {
+    super(message);
+  }
 }
 
 /** What a module named by a runner's `engineModule` exports. */

@@ -7,7 +7,7 @@
 import { totalmem } from "node:os";
 import type { ChatMessage, GenerationParams, ToolDefinition } from "../shared/types.ts";
 import { ChatTemplateError, chatTemplateOf, encodeChat, type ChatTemplate } from "./chat-template.ts";
-import { EngineInputError, type Engine, type EngineShardSpec, type SampledToken, type Sequence } from "./engine.ts";
+import { EngineInputError, type Engine, type EngineShardSpec, type LocalSequence, type SampledToken, type SamplingParams, type StageSequence, type StageStepInput } from "./engine.ts";
 import { ShardForward, type StageInput } from "./forward.ts";
 import { readGguf } from "./gguf/reader.ts";
 import { readModelArch, type ModelArch } from "./model.ts";
@@ -60,7 +60,7 @@ interface Loaded {
 
 export class GgufEngine implements Engine {
   private loaded: Loaded | null = null;
-  private readonly sequences = new Set<GgufSequence>();
+  private readonly sequences = new Set<{ free(): void }>();
 
   constructor(readonly spec: EngineShardSpec) {
     if (spec.modelPath === null) throw new Error(`model ${spec.modelId}: the GGUF engine needs a model file`);
@@ -139,7 +139,7 @@ export class GgufEngine implements Engine {
     return tokens;
   }
 
-  openSequence(params: GenerationParams, promptTokenCount: number): Sequence {
+  openSequence(params: GenerationParams, promptTokenCount: number): LocalSequence {
     return this.openSequenceWith(samplerParamsOf(params), promptTokenCount);
   }
 
@@ -160,6 +160,14 @@ export class GgufEngine implements Engine {
   openStage(): StageSlot {
     const loaded = this.need();
     return new StageSlot(loaded.shard, loaded.contextSize);
+  }
+
+  /** One sequence's slot on this pipeline stage (any shard); the last stage also samples. */
+  openStageSequence(params: SamplingParams): StageSequence {
+    const loaded = this.need();
+    const sequence = new GgufStageSequence(loaded, samplerParamsOf(params), () => this.sequences.delete(sequence));
+    this.sequences.add(sequence);
+    return sequence;
   }
 
   close(): void {
@@ -213,7 +221,7 @@ export class StageSlot {
   }
 }
 
-class GgufSequence implements Sequence {
+class GgufSequence implements LocalSequence {
   private readonly slot: StageSlot;
   private readonly sampler: Sampler;
   private readonly detokenizer: StreamingDetokenizer;
@@ -281,6 +289,73 @@ class GgufSequence implements Sequence {
   }
 }
 
-export function createEngine(spec: EngineShardSpec): Engine {
+class GgufStageSequence implements StageSequence {
+  private readonly slot: StageSlot;
+  /** Only the last stage samples; earlier stages keep no sampler state. */
+  private readonly sampler: Sampler | null;
+  private readonly detokenizer: StreamingDetokenizer | null;
+  private freed = false;
+
+  constructor(
+    private readonly loaded: Loaded,
+    params: SamplerParams,
+    private readonly onFree: () => void,
+  ) {
+    this.slot = new StageSlot(loaded.shard, loaded.contextSize);
+    this.sampler = loaded.shard.isLast ? new Sampler(params) : null;
+    this.detokenizer = loaded.shard.isFirst ? loaded.tokenizer.createStreamingDetokenizer() : null;
+  }
+
+  get hiddenSize(): number {
+    return this.loaded.shard.arch.nEmbd;
+  }
+  get isFirstStage(): boolean {
+    return this.loaded.shard.isFirst;
+  }
+  get isLastStage(): boolean {
+    return this.loaded.shard.isLast;
+  }
+
+  forward(input: StageStepInput, tokenIds: readonly number[]): { hidden: Float32Array; nTokens: number } {
+    if (this.freed) throw new Error("stage sequence was freed");
+    if ("tokens" in input) {
+      const vocab = this.loaded.tokenizer.tokenCount;
+      for (const id of input.tokens) {
+        if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new EngineInputError(`token id ${id} is outside the vocabulary`);
+      }
+    }
+    const out = this.slot.forwardHidden(input);
+    if (this.sampler !== null) for (const id of tokenIds) this.sampler.accept(id);
+    return out;
+  }
+
+  sample(hidden: Float32Array, nTokens: number): SampledToken {
+    if (this.freed) throw new Error("stage sequence was freed");
+    if (this.sampler === null) throw new Error(`shard [${this.loaded.shard.range.layerStart}, ${this.loaded.shard.range.layerEnd}) is not the last stage: it cannot sample`);
+    return this.sampler.sample(this.slot.logits(hidden, nTokens));
+  }
+
+  isEndOfGeneration(tokenId: number): boolean {
+    return this.loaded.tokenizer.isEndOfGeneration(tokenId);
+  }
+
+  detokenize(tokenId: number): string {
+    if (this.detokenizer === null) throw new Error("only the first stage detokenizes");
+    return this.detokenizer.push(tokenId);
+  }
+
+  tokenText(tokenId: number): string {
+    return this.loaded.tokenizer.tokenText(tokenId);
+  }
+
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    this.slot.free();
+    this.onFree();
+  }
+}
+
+export function createEngine(spec: EngineShardSpec): GgufEngine {
   return new GgufEngine(spec);
 }

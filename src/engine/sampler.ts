@@ -3,7 +3,7 @@
 // top_p and min_p judge probabilities at temperature 1, as in llama.cpp's default chain.
 // Logprobs are those of the model itself (softmax of the raw logits), as OpenAI reports them.
 import type { GenerationParams } from "../shared/types.ts";
-import type { SampledToken } from "./engine.ts";
+import type { SampledToken, SamplingParams } from "./engine.ts";
 
 export interface SamplerParams {
   /** 0 = greedy. */
@@ -51,7 +51,7 @@ export const GREEDY_SAMPLER_PARAMS: SamplerParams = {
 };
 
 /** The sampler settings of a request (the API has already applied its defaults). */
-export function samplerParamsOf(params: GenerationParams): SamplerParams {
+export function samplerParamsOf(params: GenerationParams | SamplingParams): SamplerParams {
   return {
     temperature: params.temperature,
     topK: params.topK,

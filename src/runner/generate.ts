@@ -2,7 +2,7 @@
 // time and, between any two engine calls, yields to the event loop and checks for cancellation — so
 // the IPC `cancel` message can arrive while a synchronous engine computes, and a cancelled task stops
 // before its next step (never "every N tokens").
-import { EngineInputError } from "../engine/engine.ts";
+import { EngineInputError, StageFailedError } from "../engine/engine.ts";
 import type { Engine, SampledToken, Sequence } from "../engine/engine.ts";
 import type { TaskId } from "../shared/ids.ts";
 import { GENERATION_TOKENS_MAX, PREFILL_CHUNK_TOKENS } from "../shared/limits.ts";
@@ -98,7 +98,7 @@ async function runGeneration(
   for (let start = 0; start < promptTokenIds.length; start += PREFILL_CHUNK_TOKENS) {
     if (await shouldStop()) return cancelled(progress);
     const end = Math.min(start + PREFILL_CHUNK_TOKENS, promptTokenIds.length);
-    sequence.prefill(promptTokenIds.slice(start, end));
+    await sequence.prefill(promptTokenIds.slice(start, end));
     hooks.onPrefillProgress(end, promptTokenIds.length);
   }
   if (await shouldStop()) return cancelled(progress);
@@ -106,7 +106,7 @@ async function runGeneration(
   const emitter = new ChunkEmitter(task.params, sequence, hooks);
   const tokensMax = task.params.maxTokens ?? GENERATION_TOKENS_MAX;
   for (;;) {
-    const sampled = sequence.sample();
+    const sampled = await sequence.sample();
     if (sequence.isEndOfGeneration(sampled.tokenId)) {
       emitter.flush(progress.tokensGenerated);
       return complete(progress, "stop");
@@ -120,7 +120,7 @@ async function runGeneration(
     // The check sits right before the expensive call, so a cancel that arrived while the last token
     // was computed or emitted costs no further decode step.
     if (await shouldStop()) return cancelled(progress);
-    sequence.decode(sampled.tokenId);
+    await sequence.decode(sampled.tokenId);
   }
 }
 
@@ -183,13 +183,15 @@ function cancelled(progress: Progress): GenerationOutcome {
 }
 
 function failure(progress: Progress, error: unknown): GenerationOutcome {
-  const inputError = isEngineInputError(error);
+  const stageError = isStageFailedError(error);
+  const inputError = isEngineInputError(error) || (stageError && (error as { inputError?: unknown }).inputError === true);
   return {
     status: "Failed",
     finishReason: "error" satisfies FinishReason,
     failureCode: inputError ? "bad_request" : "runner_failed",
-    failureReason: errorMessage(error),
-    engineBroken: !inputError,
+    // Another stage's failure is reported in its own words, not as this engine's exception.
+    failureReason: stageError ? (error as Error).message : errorMessage(error),
+    engineBroken: !inputError && !stageError,
     promptTokens: progress.promptTokens,
     tokensGenerated: progress.tokensGenerated,
   };
@@ -208,6 +210,11 @@ function freeSequence(sequence: Sequence | null): unknown {
 /** By class, or by name when the engine module loaded its own copy of engine.ts (e.g. from dist/). */
 export function isEngineInputError(error: unknown): boolean {
   return error instanceof EngineInputError || (error instanceof Error && error.name === "EngineInputError");
+}
+
+/** A pipeline stage elsewhere failed; by name for the same reason as isEngineInputError. */
+export function isStageFailedError(error: unknown): boolean {
+  return error instanceof StageFailedError || (error instanceof Error && error.name === "StageFailedError");
 }
 
 export function errorMessage(error: unknown): string {

@@ -3,6 +3,7 @@
 // does not parse is logged and dropped (never a crash, never a guess). Control is expressed by message
 // type — `cancel{taskId}` vs `cancelAll` — so no id can double as a sentinel.
 import { z } from "zod";
+import { StageEndpointSchema, StageRoleSchema } from "../pipeline/stage-endpoint.ts";
 import { TaskIdSchema } from "../shared/ids.ts";
 import { ChunkSchema, FailureCodeSchema, FinishReasonSchema, GenerationParamsSchema, RunnerStatusSchema } from "../shared/types.ts";
 
@@ -28,7 +29,15 @@ export const EngineShardSpecSchema = z
 // ── parent → child ────────────────────────────────────────────────────────────────────────────
 
 export const ToRunnerMessageSchema = z.discriminatedUnion("type", [
-  z.object({ type: z.literal("load"), spec: EngineShardSpecSchema, engineModule: z.string().min(1).max(ENGINE_MODULE_LENGTH_MAX) }),
+  z.object({
+    type: z.literal("load"),
+    spec: EngineShardSpecSchema,
+    engineModule: z.string().min(1).max(ENGINE_MODULE_LENGTH_MAX),
+    /** Present when the shard is one stage of a multi-stage pipeline. */
+    stage: StageRoleSchema.optional(),
+  }),
+  /** Where the next pipeline stage listens (again whenever it moves); null: unknown for now. */
+  z.object({ type: z.literal("setDownstream"), endpoint: StageEndpointSchema.nullable() }),
   z.object({ type: z.literal("warmup") }),
   z.object({ type: z.literal("startTask"), taskId: TaskIdSchema, params: GenerationParamsSchema }),
   z.object({ type: z.literal("cancel"), taskId: TaskIdSchema }),
@@ -65,6 +74,10 @@ export const FromRunnerMessageSchema = z.discriminatedUnion("type", [
     tokensGenerated: z.number().int().min(0),
   }),
   z.object({ type: z.literal("heartbeat") }),
+  /** A later pipeline stage accepts its previous stage on this port. */
+  z.object({ type: z.literal("stageListening"), port: z.number().int().min(1).max(65535) }),
+  /** Pipeline sequences (KV slots) this stage holds now; sent on every change. */
+  z.object({ type: z.literal("stageSlots"), openSlotCount: z.number().int().min(0) }),
   z.object({
     type: z.literal("log"),
     level: RunnerLogLevelSchema,

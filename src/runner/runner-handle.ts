@@ -1,6 +1,7 @@
 // What a worker sees of one runner child process. The implementation (supervisor.ts) owns the
 // process, its IPC channel and its watchdog; the worker only sends intents and receives reports.
 import type { EngineShardSpec } from "../engine/engine.ts";
+import type { StageEndpoint, StageRole } from "../pipeline/stage-endpoint.ts";
 import type { RunnerId, TaskId } from "../shared/ids.ts";
 import type { Chunk, FailureCode, FinishReason, GenerationParams, RunnerStatus } from "../shared/types.ts";
 
@@ -26,6 +27,10 @@ export type RunnerReport =
       readonly promptTokens: number;
       readonly tokensGenerated: number;
     }
+  /** A later pipeline stage listens for its previous stage on this port (after each load). */
+  | { readonly type: "stageListening"; readonly runnerId: RunnerId; readonly port: number }
+  /** Pipeline sequences (KV slots) the runner holds now. */
+  | { readonly type: "stageSlots"; readonly runnerId: RunnerId; readonly openSlotCount: number }
   /** The process is gone (exit, crash, or killed by the watchdog). No further reports follow. */
   | { readonly type: "exited"; readonly runnerId: RunnerId; readonly reason: string };
 
@@ -36,8 +41,13 @@ export interface RunnerTask {
 
 export interface RunnerHandle {
   readonly runnerId: RunnerId;
-  /** Load the shard; reports Loading{…} per layer, then Loaded (or Failed). */
-  load(spec: EngineShardSpec, engineModule: string): void;
+  /**
+   * Load the shard; reports Loading{…} per layer, then Loaded (or Failed). With `stage` the shard is
+   * one stage of a pipeline: a later stage reports stageListening before Loaded.
+   */
+  load(spec: EngineShardSpec, engineModule: string, stage?: StageRole): void;
+  /** Pipeline stages before the last: where the next stage listens (null: unknown). */
+  setDownstream(endpoint: StageEndpoint | null): void;
   /** Reports WarmingUp, then Ready. */
   warmup(): void;
   /** Reports Running{taskId}, chunks, taskEnded, then Ready. One task at a time. */

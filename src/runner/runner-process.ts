@@ -7,6 +7,8 @@ import type { Engine, EngineModule, EngineShardSpec } from "../engine/engine.ts"
 import { assertNever } from "../shared/assert.ts";
 import type { TaskId } from "../shared/ids.ts";
 import type { GenerationParams, RunnerStatus } from "../shared/types.ts";
+import { forwardingLogger, RunnerPipeline } from "../pipeline/runner-pipeline.ts";
+import type { StageEndpoint, StageRole } from "../pipeline/stage-endpoint.ts";
 import { errorMessage, generate } from "./generate.ts";
 import type { GenerationOutcome } from "./generate.ts";
 import { parseToRunnerMessage, truncateText } from "./protocol.ts";
@@ -30,6 +32,10 @@ export class RunnerProcess {
   /** Load, warmup or a task; shutdown waits for it to reach a step boundary. */
   private activeWork: Promise<void> | null = null;
   private shuttingDown = false;
+  /** Set when the loaded shard is one stage of a multi-stage pipeline. */
+  private pipeline: RunnerPipeline | null = null;
+  /** The next stage's endpoint, kept when it arrives before the load finished. */
+  private downstreamEndpoint: StageEndpoint | null = null;
 
   constructor(private readonly channel: RunnerChannel) {}
 
@@ -49,7 +55,11 @@ export class RunnerProcess {
   handle(message: ToRunnerMessage): void {
     switch (message.type) {
       case "load":
-        return this.load(message.spec, message.engineModule);
+        return this.load(message.spec, message.engineModule, message.stage ?? null);
+      case "setDownstream":
+        this.downstreamEndpoint = message.endpoint;
+        this.pipeline?.setDownstream(message.endpoint);
+        return;
       case "warmup":
         return this.warmup();
       case "startTask":
@@ -71,7 +81,7 @@ export class RunnerProcess {
     void this.channel.exit(1);
   }
 
-  private load(spec: EngineShardSpec, engineModule: string): void {
+  private load(spec: EngineShardSpec, engineModule: string, stage: StageRole | null): void {
     if (this.status.kind !== "Idle" || this.shuttingDown) {
       this.log("warn", "load ignored: the runner is not Idle", { status: this.status.kind });
       return;
@@ -81,8 +91,21 @@ export class RunnerProcess {
       const engine = (await importEngineModule(engineModule)).createEngine(spec);
       this.engine = engine;
       await engine.load((layersLoaded, layerCount) => this.setStatus({ kind: "Loading", layersLoaded, layerCount }));
+      if (stage !== null) await this.startPipeline(stage, engine);
       this.setStatus({ kind: "Loaded" });
     });
+  }
+
+  private async startPipeline(stage: StageRole, engine: Engine): Promise<void> {
+    const logger = forwardingLogger((level, message, fields) => this.log(level, message, { ...fields, stage: stage.stageIndex }));
+    const pipeline = new RunnerPipeline(stage, engine, logger, {
+      listening: (port) => this.channel.send({ type: "stageListening", port }),
+      slots: (openSlotCount) => this.channel.send({ type: "stageSlots", openSlotCount }),
+      engineBroken: (reason) => this.fail(reason),
+    });
+    this.pipeline = pipeline;
+    pipeline.setDownstream(this.downstreamEndpoint);
+    await pipeline.start();
   }
 
   private warmup(): void {
@@ -117,13 +140,15 @@ export class RunnerProcess {
 
   private notReadyReason(): string | null {
     if (this.shuttingDown) return "runner is shutting down";
+    if (this.pipeline !== null && !this.pipeline.isFirstStage) return "a later pipeline stage does not start tasks";
     if (this.status.kind !== "Ready") return `runner is not ready (status ${this.status.kind})`;
     return null;
   }
 
   private async runTask(engine: Engine, task: CurrentTask, params: GenerationParams): Promise<void> {
+    const pipeline = this.pipeline;
     const outcome = await generate(
-      engine,
+      pipeline === null ? engine : pipeline.engineForTask(engine, task.taskId, () => task.cancelRequested),
       { taskId: task.taskId, params },
       {
         isCancelled: () => task.cancelRequested,
@@ -158,6 +183,11 @@ export class RunnerProcess {
     this.setStatus({ kind: "ShuttingDown" });
     void (async () => {
       await this.activeWork;
+      try {
+        await this.pipeline?.close();
+      } catch (error) {
+        this.log("error", "closing the pipeline stage failed", { error: errorMessage(error) });
+      }
       try {
         this.engine?.close();
       } catch (error) {

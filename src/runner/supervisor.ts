@@ -8,6 +8,7 @@ import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import type { EngineShardSpec } from "../engine/engine.ts";
+import type { StageEndpoint, StageRole } from "../pipeline/stage-endpoint.ts";
 import { assertNever } from "../shared/assert.ts";
 import type { RunnerId, TaskId } from "../shared/ids.ts";
 import { RUNNER_HEARTBEAT_INTERVAL_MS, RUNNER_HEARTBEAT_TIMEOUT_MS } from "../shared/limits.ts";
@@ -139,8 +140,12 @@ class ChildRunner implements SupervisedRunner {
     this.forwardOutput(this.child.stderr, "warn");
   }
 
-  load(spec: EngineShardSpec, engineModule: string): void {
-    this.send({ type: "load", spec, engineModule });
+  load(spec: EngineShardSpec, engineModule: string, stage?: StageRole): void {
+    this.send(stage === undefined ? { type: "load", spec, engineModule } : { type: "load", spec, engineModule, stage });
+  }
+
+  setDownstream(endpoint: StageEndpoint | null): void {
+    this.send({ type: "setDownstream", endpoint });
   }
 
   warmup(): void {
@@ -216,6 +221,9 @@ class ChildRunner implements SupervisedRunner {
       case "chunk":
         return { ...message, runnerId };
       case "taskEnded":
+        return { ...message, runnerId };
+      case "stageListening":
+      case "stageSlots":
         return { ...message, runnerId };
       case "heartbeat":
         return null;

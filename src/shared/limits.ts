@@ -37,3 +37,22 @@ export const SSE_KEEPALIVE_MS = 2_000;
 export const EVENT_HISTORY_IN_MEMORY_MAX = 65_536;
 /** Voting members of one cluster's replicated log; a home cluster has a handful, this bounds a forged list. */
 export const CLUSTER_MEMBERS_MAX = 64;
+/**
+ * Longest wait on a remote pipeline stage for one reply (an activation's token or acknowledgement,
+ * a connection, a handshake): past it the task fails instead of hanging. A prefill chunk of 256
+ * tokens through a large model on a slow node is the slowest legitimate step.
+ */
+export const PIPELINE_STAGE_REPLY_TIMEOUT_MS = 120_000;
+/** Connecting and authenticating to the next pipeline stage. */
+export const PIPELINE_STAGE_CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * A stage link with no frame (heartbeats included) for this long is dead. Longer than a node link's
+ * because a stage's event loop is busy in synchronous compute for a whole prefill chunk.
+ */
+export const PIPELINE_LINK_SILENCE_MS = 10_000;
+/** Prefill chunks stage 0 sends ahead of the last stage's acknowledgements (bounds the link's queue). */
+export const PIPELINE_PREFILL_CHUNKS_IN_FLIGHT_MAX = 2;
+/** KV slots (sequences) one pipeline stage holds at once, over all its upstream connections. */
+export const PIPELINE_STAGE_SLOTS_MAX = 64;
+/** Upstream connections one stage accepts at once (its previous stage, plus a restarted one briefly). */
+export const PIPELINE_STAGE_LINKS_MAX = 8;

@@ -32,7 +32,24 @@ export interface LocalRunner {
   readonly taskDecodeStartedAtMs?: number | null;
   /** Tokens of currentTaskId generated so far (from its chunks; State learns the count only at the end). */
   readonly taskTokensGenerated?: number;
+  /** Pipeline stages: the next stage this runner was last pointed at (downstreamKey), null: none yet. */
+  readonly downstreamSentKey?: string | null;
+  /** Pipeline stages: KV slots the runner reported holding (diagnostics and tests). */
+  readonly stageSlotsOpen?: number;
 }
+
+/** The next pipeline stage of a runner, as State knows it. */
+export interface DownstreamTarget {
+  readonly host: string;
+  readonly runnerId: RunnerId;
+  readonly nodeId: NodeId;
+  readonly port: number;
+  readonly stageIndex: number;
+  readonly stageCount: number;
+}
+
+export const downstreamKey = (t: DownstreamTarget | null): string =>
+  t === null ? "none" : `${t.runnerId}@${t.nodeId}/${t.host}:${t.port}#${t.stageIndex}/${t.stageCount}`;
 
 /** Per-task limits; a task over one is cancelled on its runner and ends Failed with failureCode "timeout". */
 export interface TaskTimeouts {
@@ -51,6 +68,8 @@ export interface LocalView {
   readonly tasksReportedEnded: ReadonlySet<TaskId>;
   /** Absent: tasks may run for as long as they take. */
   readonly taskTimeouts?: TaskTimeouts;
+  /** Where this node's runners reach each node's pipeline stages; a node missing here is not reachable yet. */
+  readonly nodeHosts?: Readonly<Record<string, string>>;
 }
 
 export type Action =
@@ -61,6 +80,7 @@ export type Action =
   | { readonly type: "spawnRunner"; readonly instance: Instance; readonly shard: Shard }
   | { readonly type: "loadRunner"; readonly runnerId: RunnerId; readonly instance: Instance; readonly shard: Shard }
   | { readonly type: "warmupRunner"; readonly runnerId: RunnerId }
+  | { readonly type: "setDownstream"; readonly runnerId: RunnerId; readonly target: DownstreamTarget | null }
   | { readonly type: "startTask"; readonly runnerId: RunnerId; readonly task: Task };
 
 /** Delay before restarting a runner that exited for the n-th time (1-based): 0.5 s, 1 s, 2 s … 8 s. */
@@ -76,6 +96,7 @@ export function plan(state: State, local: LocalView): Action | null {
     shutdownRunners(state, local) ??
     spawnRunners(state, local) ??
     loadRunners(state, local) ??
+    pointStages(state, local) ??
     warmupRunners(state, local) ??
     startTasks(state, local)
   );
@@ -208,6 +229,37 @@ function loadRunners(state: State, local: LocalView): Action | null {
   return null;
 }
 
+const GONE: ReadonlySet<RunnerStatus["kind"]> = new Set(["Failed", "ShuttingDown", "Shutdown"]);
+
+/** Where the stage after `shard` listens, per State; null while unknown (not reported, or that runner is gone). */
+export function downstreamTargetOf(state: State, instance: Instance, shard: Shard, nodeHosts: Readonly<Record<string, string>>): DownstreamTarget | null {
+  const stageIndex = instance.shards.findIndex((s) => s.runnerId === shard.runnerId);
+  const next = instance.shards[stageIndex + 1];
+  if (stageIndex < 0 || next === undefined) return null;
+  const runner = state.runners[next.runnerId];
+  if (runner === undefined || runner.stagePort === undefined || GONE.has(runner.status.kind)) return null;
+  const host = nodeHosts[next.nodeId];
+  if (host === undefined) return null;
+  return { host, runnerId: next.runnerId, nodeId: next.nodeId, port: runner.stagePort, stageIndex: stageIndex + 1, stageCount: instance.shards.length };
+}
+
+/**
+ * Rule 5b: a pipeline stage before the last learns where the next stage listens — after its load
+ * was sent, and again whenever that changes (the next runner restarted on another port).
+ */
+function pointStages(state: State, local: LocalView): Action | null {
+  for (const { instance, shard } of myShards(state, local.nodeId)) {
+    if (instance.shards.length < 2 || instance.shards[instance.shards.length - 1]?.runnerId === shard.runnerId) continue;
+    const runner = local.runners[shard.runnerId];
+    if (runner === undefined || !runner.alive || runner.shuttingDown || !runner.loadSent) continue;
+    const target = downstreamTargetOf(state, instance, shard, local.nodeHosts ?? {});
+    // Unknown is sent only to replace a known endpoint: a fresh runner has nothing to forget.
+    if (target === null && (runner.downstreamSentKey ?? null) === null) continue;
+    if (downstreamKey(target) !== runner.downstreamSentKey) return { type: "setDownstream", runnerId: runner.runnerId, target };
+  }
+  return null;
+}
+
 const LOADED_OR_LATER: ReadonlySet<RunnerStatus["kind"]> = new Set(["Loaded", "WarmingUp", "Ready", "Running"]);
 
 /**
@@ -235,6 +287,8 @@ function startTasks(state: State, local: LocalView): Action | null {
     if (runner.status.kind !== "Ready" || runner.currentTaskId !== null) continue;
     const instance = state.instances[runner.instanceId];
     if (instance === undefined || instance.shards[0]?.runnerId !== runner.runnerId) continue;
+    // A pipeline serves only with every stage up: while one restarts, tasks wait in the queue.
+    if (!instance.shards.every((s) => s.runnerId === runner.runnerId || state.runners[s.runnerId]?.status.kind === "Ready")) continue;
     // Object key order is TaskCreated order, so the first match is the oldest: fair FIFO.
     for (const task of Object.values(state.tasks)) {
       if (task.instanceId === instance.instanceId && task.status === "Pending" && !local.tasksReportedEnded.has(task.taskId)) {

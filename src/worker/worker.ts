@@ -12,8 +12,10 @@ import type { Logger } from "../shared/logger.ts";
 import type { State } from "../shared/state.ts";
 import type { RunnerStatus } from "../shared/types.ts";
 import { isTaskTerminal } from "../shared/types.ts";
-import type { Action, LocalRunner, LocalView, TaskTimeouts } from "./plan.ts";
-import { plan } from "./plan.ts";
+import type { StageRole } from "../pipeline/stage-endpoint.ts";
+import type { Instance, Shard } from "../shared/types.ts";
+import type { Action, DownstreamTarget, LocalRunner, LocalView, TaskTimeouts } from "./plan.ts";
+import { downstreamKey, plan } from "./plan.ts";
 
 /** Actions executed in one drain; more means the plan is not converging (a bug). */
 const ACTIONS_PER_DRAIN_MAX = 10_000;
@@ -34,6 +36,27 @@ export interface WorkerOptions {
   readonly contextSize: number | null;
   /** Prefill and decode limits per task; absent: none. */
   readonly taskTimeouts?: TaskTimeouts;
+  /**
+   * The address this node's runners use to reach a pipeline stage on `nodeId`; null: unknown.
+   * Default: 127.0.0.1 for this node, else the first address the node reported (State.nodes).
+   */
+  readonly nodeHost?: (nodeId: NodeId, state: State) => string | null;
+  /** Pipeline stage links authenticate like node links. Default: cluster "skein", no secret, listening on 0.0.0.0. */
+  readonly stageLink?: StageLinkOptions;
+}
+
+export interface StageLinkOptions {
+  readonly clusterName: string;
+  /** null: no authentication. */
+  readonly secret: Buffer | null;
+  /** Where later stages listen; 0.0.0.0 lets other nodes in, tests use 127.0.0.1. */
+  readonly listenHost?: string;
+}
+
+export const DEFAULT_STAGE_LINK: StageLinkOptions = { clusterName: "skein", secret: null, listenHost: "0.0.0.0" };
+
+export function defaultNodeHost(ownNodeId: NodeId): (nodeId: NodeId, state: State) => string | null {
+  return (nodeId, state) => (nodeId === ownNodeId ? "127.0.0.1" : (state.nodes[nodeId]?.addresses[0] ?? null));
 }
 
 export class Worker {
@@ -76,6 +99,7 @@ export class Worker {
       nowMs: this.options.clock.nowMs(),
       runners: Object.fromEntries(this.runners) as LocalView["runners"],
       tasksReportedEnded: this.tasksReportedEnded,
+      nodeHosts: this.nodeHosts(this.options.stateView.state),
       ...(this.options.taskTimeouts === undefined ? {} : { taskTimeouts: this.options.taskTimeouts }),
     };
   }
@@ -135,6 +159,9 @@ export class Worker {
       case "loadRunner":
         this.load(action);
         return;
+      case "setDownstream":
+        this.pointDownstream(action.runnerId, action.target);
+        return;
       case "warmupRunner":
         this.update(action.runnerId, { warmupSent: true });
         this.handles.get(action.runnerId)?.warmup();
@@ -193,7 +220,43 @@ export class Worker {
       threads: this.options.threads,
       options: card.engineOptions,
     };
-    this.handles.get(action.runnerId)?.load(spec, card.engineModule ?? this.options.defaultEngineModule);
+    this.handles.get(action.runnerId)?.load(spec, card.engineModule ?? this.options.defaultEngineModule, this.stageRoleOf(action.instance, action.shard));
+  }
+
+  /** Undefined for a single-shard instance: that runner needs no pipeline. */
+  private stageRoleOf(instance: Instance, shard: Shard): StageRole | undefined {
+    const stageCount = instance.shards.length;
+    if (stageCount < 2) return undefined;
+    const link = this.options.stageLink ?? DEFAULT_STAGE_LINK;
+    return {
+      stageIndex: instance.shards.findIndex((s) => s.runnerId === shard.runnerId),
+      stageCount,
+      nodeId: this.options.nodeId,
+      runnerId: shard.runnerId,
+      clusterName: link.clusterName,
+      secretHex: link.secret === null ? null : link.secret.toString("hex"),
+      listenHost: link.listenHost ?? DEFAULT_STAGE_LINK.listenHost!,
+    };
+  }
+
+  private pointDownstream(runnerId: RunnerId, target: DownstreamTarget | null): void {
+    this.update(runnerId, { downstreamSentKey: downstreamKey(target) });
+    this.handles.get(runnerId)?.setDownstream(target);
+  }
+
+  /** Hosts of the nodes that hold a shard of a pipeline with a stage here (usually a handful). */
+  private nodeHosts(state: State): Record<string, string> {
+    const hosts: Record<string, string> = {};
+    const nodeHost = this.options.nodeHost ?? defaultNodeHost(this.options.nodeId);
+    for (const instance of Object.values(state.instances)) {
+      if (instance.shards.length < 2 || !instance.shards.some((s) => s.nodeId === this.options.nodeId)) continue;
+      for (const { nodeId } of instance.shards) {
+        if (hosts[nodeId] !== undefined) continue;
+        const host = nodeHost(nodeId, state);
+        if (host !== null) hosts[nodeId] = host;
+      }
+    }
+    return hosts;
   }
 
   private onReport(report: RunnerReport): void {
@@ -246,6 +309,12 @@ export class Worker {
         });
         break;
       }
+      case "stageListening":
+        sink.sendWorkerEvent({ type: "RunnerStageListening", runnerId: report.runnerId, port: report.port });
+        break;
+      case "stageSlots":
+        this.update(report.runnerId, { stageSlotsOpen: report.openSlotCount });
+        break;
       case "exited":
         this.onExited(runner, report.reason);
         break;
