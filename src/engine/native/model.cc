@@ -50,6 +50,7 @@ struct Scratch {
   std::vector<float> xn, q, k, v, attn, gate, up, tmp;
   std::vector<float> scores;  // per thread, nCtx each
   std::vector<uint16_t> q16;  // per thread, headDim each
+  std::vector<float> qf;      // per thread, a batch of query heads
   std::vector<float> rope;    // per token, ropeDims cos/sin pairs
 };
 Scratch g_scratch;
@@ -636,8 +637,11 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
   });
 
   clock.lap(2);
-  // Grouped-query attention, one (token, head) pair per work item.
-  {
+  // Grouped-query attention.
+  if (f16 && fk.scoresF16Heads != nullptr && (hd == 64 || hd == 128)) {
+    attendGrouped(kv, il, q, attn, n, pos);
+  } else {
+    // One (token, head) pair per work item.
     ThreadPool& p = pool();
     const int nth = p.size();
     const int nCtx = kv.nCtx();
@@ -719,6 +723,61 @@ void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {
     run_matmuls(&job, 1, n);
   }
   clock.lap(7);
+}
+
+void Model::attendGrouped(KvCache& kv, int il, const float* q, float* attn, int n, int pos) {
+  const ModelConfig& c = cfg_;
+  const int hd = c.headDim, group = c.nHead / c.nHeadKv;
+  const int64_t qDim = (int64_t)c.nHead * hd, kvDim = (int64_t)c.nHeadKv * hd;
+  // A work item is one token × KV head × batch of up to kHeadsPerItem of its query heads: small
+  // enough that decode (one token, few KV heads) still gives every thread work.
+  constexpr int kHeadsPerItem = 4;
+  const int batches = (group + kHeadsPerItem - 1) / kHeadsPerItem;
+  const int items = n * c.nHeadKv * batches;
+  ThreadPool& p = pool();
+  const int nth = p.size();
+  const int nCtx = kv.nCtx();
+  float* scoresAll = grow(g_scratch.scores, (size_t)nth * kHeadsPerItem * nCtx);
+  float* qAll = grow(g_scratch.qf, (size_t)nth * kHeadsPerItem * hd);
+  const uint16_t* kc = (const uint16_t*)kv.k(il);
+  const uint16_t* vc = (const uint16_t*)kv.v(il);
+  const float scale = 1.0f / std::sqrt((float)hd);
+  const FloatKernels& fk = float_kernels();
+  ChunkCounter counter;
+  auto task = [&](int ith, int) {
+    float* sc = scoresAll + (size_t)ith * kHeadsPerItem * nCtx;
+    float* qf = qAll + (size_t)ith * kHeadsPerItem * hd;
+    int64_t s, e;
+    while (counter.take(items, 1, &s, &e)) {
+      const int t = (int)(s / (c.nHeadKv * batches));
+      const int rem = (int)(s % (c.nHeadKv * batches));
+      const int kvh = rem / batches, b = rem % batches;
+      const int h0 = kvh * group + b * kHeadsPerItem;
+      const int nh = std::min(kHeadsPerItem, group - b * kHeadsPerItem);
+      const int nPos = pos + t + 1;  // causal: positions 0..pos+t
+      // Like llama.cpp, the query meets an f16 cache as f16.
+      std::memcpy(qf, q + (size_t)t * qDim + (size_t)h0 * hd, (size_t)nh * hd * sizeof(float));
+      fk.roundF16(nh * hd, qf);
+      fk.scoresF16Heads(nh, nPos, hd, kc + (size_t)kvh * hd, (size_t)kvDim, qf, sc, (size_t)nCtx);
+      for (int i = 0; i < nh; i++) {
+        float* si = sc + (size_t)i * nCtx;
+        float mx = -INFINITY;
+        for (int j = 0; j < nPos; j++) {
+          si[j] *= scale;
+          mx = std::max(mx, si[j]);
+        }
+        const float inv = (float)(1.0 / fk.expSubSum(nPos, si, mx));
+        for (int j = 0; j < nPos; j++) si[j] *= inv;
+        // llama.cpp multiplies an f16 V by the probabilities rounded to f16; do the same.
+        fk.roundF16(nPos, si);
+      }
+      float* out = attn + (size_t)t * qDim + (size_t)h0 * hd;
+      std::memset(out, 0, (size_t)nh * hd * sizeof(float));
+      fk.valuesF16Heads(nh, nPos, hd, vc + (size_t)kvh * hd, (size_t)kvDim, sc, (size_t)nCtx, out);
+    }
+  };
+  if (nth == 1 || items == 1) task(0, 1);
+  else p.run(task);
 }
 
 void Model::head(const float* x, int n, int first, float* logits) {

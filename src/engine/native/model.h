@@ -101,6 +101,8 @@ class Model {
   Tensor mapTensor(const TensorDesc& d, bool needsDot);
   void pack(Tensor& t, bool releaseFilePages);
   void ensureLayerReady(int layer);
+  // Attention over an f16 cache with the AVX-512 kernels that serve a KV head's query heads at once.
+  void attendGrouped(KvCache& kv, int layer, const float* q, float* attn, int n, int pos);
   std::vector<bool> layerReady_;
   bool headReady_ = false;
   std::vector<float> loadVector(const TensorDesc& d, int64_t expected);

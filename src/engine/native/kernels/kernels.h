@@ -54,6 +54,16 @@ struct FloatKernels {
   void (*siluMul)(int n, float* g, const float* u);
   // x[i] = exp(x[i] - max); returns the sum (accumulated in double, as llama.cpp does).
   double (*expSubSum)(int n, float* x, float max);
+  // Optional (null without AVX-512): the same attention for nHeads query heads sharing one KV
+  // head, each K/V row read once for all of them. q holds nHeads rows of hd floats (already
+  // rounded to f16 values); scores of head h go to out + h * outStride, outputs are added to
+  // out + h * hd. They return false for head sizes they do not handle.
+  bool (*scoresF16Heads)(int nHeads, int nPos, int hd, const uint16_t* k, size_t stride, const float* q, float* out,
+                         size_t outStride) = nullptr;
+  bool (*valuesF16Heads)(int nHeads, int nPos, int hd, const uint16_t* v, size_t stride, const float* p, size_t pStride,
+                         float* out) = nullptr;
+  // x[i] = the nearest f16 value of x[i].
+  void (*roundF16)(int n, float* x) = nullptr;
 };
 const FloatKernels& float_kernels();
 
@@ -142,6 +152,12 @@ SKEIN_DECLARE_TILES
 namespace avx512vnni {
 SKEIN_DECLARE_TILES
 }
+
+namespace avx512 {
+bool scores_f16_heads(int nHeads, int nPos, int hd, const uint16_t* k, size_t stride, const float* q, float* out, size_t outStride);
+bool values_f16_heads(int nHeads, int nPos, int hd, const uint16_t* v, size_t stride, const float* p, size_t pStride, float* out);
+void round_f16(int n, float* x);
+}  // namespace avx512
 
 namespace neon {
 bool compiled();

@@ -41,6 +41,12 @@ static void init_once() {
       __builtin_cpu_supports("f16c")) {
     g_isa = "avx2";
     g_float = FloatKernels{avx2::axpy_f16, avx2::axpy_f32, avx2::f32_to_f16_row, avx2::scores_f16, avx2::values_f16, avx2::silu_mul, avx2::exp_sub_sum};
+    if (std::getenv("SKEIN_NO_AVX512") == nullptr && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+      g_float.scoresF16Heads = avx512::scores_f16_heads;
+      g_float.valuesF16Heads = avx512::values_f16_heads;
+      g_float.roundF16 = avx512::round_f16;
+    }
     g_traits[T_F16].fromFloat = avx2::f32_to_f16_row;
     g_traits[T_F32].dot = avx2::dot_f32;
     g_traits[T_F16].dot = avx2::dot_f16;
