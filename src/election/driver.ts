@@ -10,7 +10,7 @@ import type { NodeId } from "../shared/ids.ts";
 import type { Logger } from "../shared/logger.ts";
 import type { Transport } from "../net/transport.ts";
 import type { LogEntry, RaftConfig, RaftMessage, RaftOutput, RaftState, Role, Snapshot } from "./raft.ts";
-import { step } from "./raft.ts";
+import { configChangePending, configFromLog, step } from "./raft.ts";
 
 /** Topic of election/replication messages on a transport that will carry other topics too. */
 export const RAFT_TOPIC = "raft";
@@ -38,9 +38,21 @@ export interface HardState<P, S> {
   readonly log: readonly LogEntry<P>[];
 }
 
-/** The state a restarted node starts from: its hard state, as a follower that knows no leader. */
-export function restoredRaftState<P, S>(fresh: RaftState<P, S>, hard: HardState<P, S>): RaftState<P, S> {
-  return { ...fresh, term: hard.term, votedFor: hard.votedFor, snapshot: hard.snapshot, log: hard.log, commitIndex: hard.snapshot.lastIndex, appliedIndex: hard.snapshot.lastIndex };
+/**
+ * The state a restarted node starts from: its hard state, as a follower that knows no leader. Its
+ * configuration is the latest one in the restored log or snapshot (hence `config`).
+ */
+export function restoredRaftState<P, S>(fresh: RaftState<P, S>, hard: HardState<P, S>, config: RaftConfig<P, S>): RaftState<P, S> {
+  return {
+    ...fresh,
+    term: hard.term,
+    votedFor: hard.votedFor,
+    snapshot: hard.snapshot,
+    log: hard.log,
+    commitIndex: hard.snapshot.lastIndex,
+    appliedIndex: hard.snapshot.lastIndex,
+    ...configFromLog(config, hard.snapshot, hard.log),
+  };
 }
 
 export class RaftDriver<P, S> {
@@ -64,6 +76,16 @@ export class RaftDriver<P, S> {
 
   get state(): RaftState<P, S> {
     return this.current;
+  }
+
+  /** The current configuration (latest in the log, committed or not). */
+  get voters(): readonly NodeId[] {
+    return this.current.voters;
+  }
+
+  /** A configuration change is in the log but not committed: the next one would be refused. */
+  get configChangePending(): boolean {
+    return configChangePending(this.current);
   }
 
   tick(): void {

@@ -33,8 +33,19 @@ export type Role = "follower" | "candidate" | "leader";
 
 export interface RaftConfig<P, S> {
   readonly nodeId: NodeId;
-  /** Every voting member, this node included. Fixed for the life of the state (no membership changes yet). */
+  /**
+   * The voters when neither the log nor the snapshot holds a configuration: [itself] for the first
+   * node of a new cluster, a list without itself (e.g. []) for a node that waits to be added.
+   */
   readonly voterIds: readonly NodeId[];
+  /**
+   * A configuration entry → its voters; null for any other entry. Absent: voters stay voterIds.
+   * Single-server changes (Raft thesis §4.1): each node uses the latest configuration in its log,
+   * committed or not, and a leader lets only one change be uncommitted at a time.
+   */
+  readonly configOf?: (payload: P) => readonly NodeId[] | null;
+  /** The configuration folded into a snapshot's state; null when it holds none. */
+  readonly configOfSnapshot?: (state: S) => readonly NodeId[] | null;
   readonly electionTimeoutMinMs: number;
   readonly electionTimeoutMaxMs: number;
   readonly heartbeatIntervalMs: number;
@@ -64,6 +75,8 @@ export interface PeerProgress {
   readonly matchIndex: number;
   /** Sequence number of the last replication message sent; only its reply triggers the next one. */
   readonly sentSeq: number;
+  /** Sequence number of the latest message a reply came back for; below sentSeq, a message is in flight. */
+  readonly repliedSeq?: number;
   readonly sentAtMs: number;
   readonly ackedAtMs: number;
 }
@@ -87,6 +100,10 @@ export interface RaftState<P, S> {
   readonly leaderContactMs: number;
   readonly progress: Readonly<Record<string, PeerProgress>>;
   readonly rngState: number;
+  /** The current configuration: the latest config entry in the log, else the snapshot's, else config.voterIds. */
+  readonly voters: readonly NodeId[];
+  /** Index of the entry that set `voters`; snapshot.lastIndex when it came from the snapshot, -1 from config.voterIds. */
+  readonly configIndex: number;
 }
 
 export type RaftMessage<P, S> =
@@ -156,6 +173,7 @@ export function initialRaftState<P, S>(config: RaftConfig<P, S>, snapshot: Snaps
     leaderContactMs: -Infinity,
     progress: {},
     rngState: seed >>> 0,
+    ...configFromLog(config, snapshot, []),
   };
   return withElectionDeadline(config, base, nowMs);
 }
@@ -172,6 +190,85 @@ export function termAt(s: RaftState<unknown, unknown>, index: number): number | 
 
 const majorityOf = (voterCount: number): number => Math.floor(voterCount / 2) + 1;
 
+// ── membership ──────────────────────────────────────────────────────────────────────────────────
+
+export const votersOf = (s: RaftState<unknown, unknown>): readonly NodeId[] => s.voters;
+/** The latest configuration entry is not committed yet: no further change may be proposed. */
+export const configChangePending = (s: RaftState<unknown, unknown>): boolean => s.configIndex > s.commitIndex;
+export const isVoter = (s: RaftState<unknown, unknown>, nodeId: NodeId): boolean => s.voters.includes(nodeId);
+/** The voters with `nodeId` added at the end (unchanged if present): the members of a one-server change. */
+export const withVoter = (voters: readonly NodeId[], nodeId: NodeId): NodeId[] => (voters.includes(nodeId) ? [...voters] : [...voters, nodeId]);
+export const withoutVoter = (voters: readonly NodeId[], nodeId: NodeId): NodeId[] => voters.filter((id) => id !== nodeId);
+
+interface Configuration {
+  readonly voters: readonly NodeId[];
+  readonly configIndex: number;
+}
+
+/** The latest configuration in log (searched from its end), else in the snapshot, else the static one. */
+export function configFromLog<P, S>(config: RaftConfig<P, S>, snapshot: Snapshot<S>, log: readonly LogEntry<P>[]): Configuration {
+  if (config.configOf !== undefined) {
+    for (let i = log.length - 1; i >= 0; i--) {
+      const voters = config.configOf(log[i]!.payload);
+      if (voters !== null) return { voters, configIndex: log[i]!.index };
+    }
+  }
+  const fromSnapshot = config.configOfSnapshot?.(snapshot.state) ?? null;
+  if (fromSnapshot !== null) return { voters: fromSnapshot, configIndex: snapshot.lastIndex };
+  return { voters: config.voterIds, configIndex: -1 };
+}
+
+/** After entries were appended (nothing removed): the last config among them, if any, is current. */
+function withAppendedConfig<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, appended: readonly LogEntry<P>[]): RaftState<P, S> {
+  if (config.configOf === undefined) return s;
+  for (let i = appended.length - 1; i >= 0; i--) {
+    const voters = config.configOf(appended[i]!.payload);
+    if (voters !== null) return { ...s, voters, configIndex: appended[i]!.index };
+  }
+  return s;
+}
+
+/** Why a leader must not append these payloads as a configuration change; null when it may. */
+function configChangeProblem<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, payloads: readonly P[]): string | null {
+  if (config.configOf === undefined) return null;
+  const configs = payloads.map((p) => config.configOf!(p)).filter((v): v is readonly NodeId[] => v !== null);
+  if (configs.length === 0) return null;
+  if (configs.length > 1) return `${configs.length} configuration changes in one proposal (one at a time)`;
+  if (configChangePending(s)) return `configuration change at index ${s.configIndex} is not committed yet`;
+  // A leader must commit an entry of its own term before changing the configuration, or two
+  // leaders' uncommitted changes can form disjoint majorities (the single-server-change bug).
+  if (termAt(s, s.commitIndex) !== s.term) return "the leader has not committed an entry of its term yet";
+  const next = configs[0]!;
+  if (next.length === 0) return "a configuration needs at least one voter";
+  if (new Set(next).size !== next.length) return "a configuration lists a voter twice";
+  const added = next.filter((id) => !s.voters.includes(id));
+  const removed = s.voters.filter((id) => !next.includes(id));
+  if (added.length + removed.length > 1) {
+    return `a configuration change adds or removes one voter at a time (adds ${added.join(",") || "none"}, removes ${removed.join(",") || "none"})`;
+  }
+  return null;
+}
+
+/** A leader tracks progress for exactly the voters of its current configuration (itself aside). */
+function withProgressForVoters<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number): RaftState<P, S> {
+  if (s.role !== "leader") return s;
+  const progress: Record<string, PeerProgress> = {};
+  for (const peerId of peersOf(config, s)) {
+    // A new voter starts from the leader's end and backs off to what it has (or gets the snapshot);
+    // it counts as heard from now, so check-quorum gives it an election timeout to answer.
+    progress[peerId] = s.progress[peerId] ?? { nextIndex: lastLogIndex(s) + 1, matchIndex: -1, sentSeq: 0, sentAtMs: -Infinity, ackedAtMs: nowMs };
+  }
+  return { ...s, progress };
+}
+
+/** A leader whose own removal has committed hands over: it is not a voter, so it will not campaign. */
+function stepDownIfRemoved<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number): RaftState<P, S> {
+  if (s.role !== "leader" || s.voters.includes(config.nodeId) || configChangePending(s)) return s;
+  return withElectionDeadline(config, { ...s, role: "follower", leaderId: null, progress: {} }, nowMs);
+}
+
+const votesAmongVoters = (s: RaftState<unknown, unknown>, granted: readonly NodeId[]): number => granted.filter((id) => s.voters.includes(id)).length;
+
 export function step<P, S>(config: RaftConfig<P, S>, state: RaftState<P, S>, input: RaftInput<P, S>, nowMs: number): StepResult<P, S> {
   const outputs: RaftOutput<P, S>[] = [];
   let s = state;
@@ -180,9 +277,9 @@ export function step<P, S>(config: RaftConfig<P, S>, state: RaftState<P, S>, inp
       s = onTick(config, s, nowMs, outputs);
       break;
     case "receive":
-      // Only voters take part: a message from anyone else is dropped (the transport authenticated it,
-      // but membership is fixed here).
-      if (!config.voterIds.includes(input.from) || input.from === config.nodeId) break;
+      // Messages from outside the configuration are processed too (thesis §4.1): a node being added
+      // must follow a leader it does not know as a voter yet, and the transport authenticated it.
+      if (input.from === config.nodeId) break;
       s = onReceive(config, s, input.from, input.message, nowMs, outputs);
       break;
     case "propose":
@@ -191,6 +288,7 @@ export function step<P, S>(config: RaftConfig<P, S>, state: RaftState<P, S>, inp
     default:
       return assertNever(input);
   }
+  s = stepDownIfRemoved(config, s, nowMs);
   s = applyCommitted(config, s, nowMs, outputs);
   if (s.role !== state.role || s.term !== state.term || s.leaderId !== state.leaderId) {
     outputs.push({ type: "roleChanged", role: s.role, term: s.term, leaderId: s.leaderId });
@@ -210,27 +308,30 @@ function onTick<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: numbe
   if (s.role === "leader") {
     // A leader that has not heard from a majority for an election timeout steps down, so clients
     // stop talking to a leader that cannot commit anything.
-    const heardCount = 1 + peersOf(config).filter((id) => nowMs - (s.progress[id]?.ackedAtMs ?? -Infinity) <= config.electionTimeoutMaxMs).length;
-    if (heardCount < majorityOf(config.voterIds.length)) {
+    const selfCount = s.voters.includes(config.nodeId) ? 1 : 0;
+    const heardCount = selfCount + peersOf(config, s).filter((id) => nowMs - (s.progress[id]?.ackedAtMs ?? -Infinity) <= config.electionTimeoutMaxMs).length;
+    if (heardCount < majorityOf(s.voters.length)) {
       return withElectionDeadline(config, { ...s, role: "follower", leaderId: null, progress: {} }, nowMs);
     }
     if (nowMs < s.heartbeatDueMs) return s;
     let next: RaftState<P, S> = { ...s, heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
-    for (const peerId of peersOf(config)) {
+    for (const peerId of peersOf(config, next)) {
       // A peer with a message sent less than a heartbeat ago gets the next one with its reply.
       if (nowMs - (next.progress[peerId]?.sentAtMs ?? -Infinity) >= config.heartbeatIntervalMs) next = sendReplication(config, next, peerId, nowMs, out);
     }
     return next;
   }
   if (nowMs < s.electionDeadlineMs) return s;
+  // Not a voter (waiting to be added, or removed): it follows whoever leads, never campaigns.
+  if (!s.voters.includes(config.nodeId)) return s;
   return startPreVote(config, s, nowMs, out);
 }
 
 function startPreVote<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
-  if (majorityOf(config.voterIds.length) <= 1 || config.preVote === false) return startElection(config, s, nowMs, out);
+  if (majorityOf(s.voters.length) <= 1 || config.preVote === false) return startElection(config, s, nowMs, out);
   const next = withElectionDeadline(config, { ...s, role: "follower", leaderId: null, preVotesGranted: [config.nodeId], votesGranted: [] }, nowMs);
   const message = { type: "PreVote", term: s.term + 1, lastLogIndex: lastLogIndex(s), lastLogTerm: lastLogTerm(s) } as const;
-  for (const peerId of peersOf(config)) out.push({ type: "send", to: peerId, message });
+  for (const peerId of peersOf(config, next)) out.push({ type: "send", to: peerId, message });
   return next;
 }
 
@@ -241,24 +342,22 @@ function startElection<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs
     { ...s, role: "candidate", term, votedFor: config.nodeId, leaderId: null, votesGranted: [config.nodeId], preVotesGranted: [], progress: {} },
     nowMs,
   );
-  if (majorityOf(config.voterIds.length) <= 1) return becomeLeader(config, next, nowMs, out);
-  for (const peerId of peersOf(config)) {
+  if (majorityOf(next.voters.length) <= 1) return becomeLeader(config, next, nowMs, out);
+  for (const peerId of peersOf(config, next)) {
     out.push({ type: "send", to: peerId, message: { type: "RequestVote", term, lastLogIndex: lastLogIndex(next), lastLogTerm: lastLogTerm(next) } });
   }
   return next;
 }
 
 function becomeLeader<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
-  const progress: Record<string, PeerProgress> = {};
-  for (const peerId of peersOf(config)) {
-    progress[peerId] = { nextIndex: lastLogIndex(s) + 1, matchIndex: -1, sentSeq: 0, sentAtMs: -Infinity, ackedAtMs: nowMs };
-  }
-  let next: RaftState<P, S> = { ...s, role: "leader", leaderId: config.nodeId, progress, preVotesGranted: [], heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
+  let next: RaftState<P, S> = { ...s, role: "leader", leaderId: config.nodeId, progress: {}, preVotesGranted: [], heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
+  next = withProgressForVoters(config, next, nowMs);
   // The no-op of this term: committing it commits everything before it (Raft §5.4.2).
   const index = lastLogIndex(next) + 1;
-  next = { ...next, log: [...next.log, { term: next.term, index, payload: config.leaderNoop(index, next.term, config.nodeId, nowMs) }] };
-  next = advanceCommit(config, next);
-  for (const peerId of peersOf(config)) next = sendReplication(config, next, peerId, nowMs, out);
+  const noop = { term: next.term, index, payload: config.leaderNoop(index, next.term, config.nodeId, nowMs) };
+  next = withAppendedConfig(config, { ...next, log: [...next.log, noop] }, [noop]);
+  next = advanceCommit(config, withProgressForVoters(config, next, nowMs));
+  for (const peerId of peersOf(config, next)) next = sendReplication(config, next, peerId, nowMs, out);
   return next;
 }
 
@@ -275,14 +374,24 @@ function onPropose<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, payloads:
     out.push({ type: "proposalRefused", reason: `${uncommittedCount} uncommitted entries would exceed ${config.uncommittedEntriesMax}`, leaderId: s.leaderId });
     return s;
   }
+  const configProblem = configChangeProblem(config, s, payloads);
+  if (configProblem !== null) {
+    out.push({ type: "proposalRefused", reason: configProblem, leaderId: s.leaderId });
+    return s;
+  }
   const firstIndex = lastLogIndex(s) + 1;
   const entries = payloads.map((payload, i) => ({ term: s.term, index: firstIndex + i, payload }));
-  let next: RaftState<P, S> = advanceCommit(config, { ...s, log: [...s.log, ...entries] });
+  // A new configuration takes effect as soon as it is in the log (thesis §4.1), for commit counting too.
+  let next = withAppendedConfig(config, { ...s, log: [...s.log, ...entries] }, entries);
+  next = advanceCommit(config, withProgressForVoters(config, next, nowMs));
   out.push({ type: "proposed", firstIndex, lastIndex: firstIndex + entries.length - 1 });
-  for (const peerId of peersOf(config)) {
+  for (const peerId of peersOf(config, next)) {
     const progress = next.progress[peerId];
-    // Stop-and-wait per peer: a follower with a message in flight gets these with its reply.
-    if (progress !== undefined && nowMs - progress.sentAtMs >= config.heartbeatIntervalMs) next = sendReplication(config, next, peerId, nowMs, out);
+    // Stop-and-wait per peer: a follower with a message in flight gets these with its reply; an idle
+    // one gets them now (waiting for the heartbeat would add up to its interval to every commit).
+    if (progress !== undefined && (isIdle(progress) || nowMs - progress.sentAtMs >= config.heartbeatIntervalMs)) {
+      next = sendReplication(config, next, peerId, nowMs, out);
+    }
   }
   return next;
 }
@@ -315,7 +424,7 @@ function onReceive<P, S>(
       if (!message.granted || message.forTerm !== s.term + 1 || s.role === "leader" || s.preVotesGranted.length === 0) return s;
       if (s.preVotesGranted.includes(from)) return s;
       const next = { ...s, preVotesGranted: [...s.preVotesGranted, from] };
-      return next.preVotesGranted.length >= majorityOf(config.voterIds.length) ? startElection(config, next, nowMs, out) : next;
+      return votesAmongVoters(next, next.preVotesGranted) >= majorityOf(next.voters.length) ? startElection(config, next, nowMs, out) : next;
     }
     case "RequestVote":
       return onRequestVote(config, s, from, message, nowMs, out);
@@ -357,7 +466,7 @@ function onRequestVoteReply<P, S>(
 ): RaftState<P, S> {
   if (s.role !== "candidate" || m.term !== s.term || !m.granted || s.votesGranted.includes(from)) return s;
   const next = { ...s, votesGranted: [...s.votesGranted, from] };
-  return next.votesGranted.length >= majorityOf(config.voterIds.length) ? becomeLeader(config, next, nowMs, out) : next;
+  return votesAmongVoters(next, next.votesGranted) >= majorityOf(next.voters.length) ? becomeLeader(config, next, nowMs, out) : next;
 }
 
 function onReplication<P, S>(
@@ -384,7 +493,7 @@ function onReplication<P, S>(
   let prevIndex: number;
   let prevTerm: number;
   if (m.type === "InstallSnapshot") {
-    s = installSnapshot(s, m.snapshot, out);
+    s = installSnapshot(config, s, m.snapshot, out);
     prevIndex = m.snapshot.lastIndex;
     prevTerm = m.snapshot.lastTerm;
   } else {
@@ -409,37 +518,41 @@ function onReplication<P, S>(
     reply(s, false, Math.max(s.commitIndex, firstOfTerm - 1));
     return s;
   }
-  s = appendFromLeader(s, entries);
+  s = appendFromLeader(config, s, entries);
   const lastNewIndex = prevIndex + entries.length;
   if (m.leaderCommit > s.commitIndex) s = { ...s, commitIndex: Math.max(s.commitIndex, Math.min(m.leaderCommit, lastNewIndex)) };
   reply(s, true, lastNewIndex);
   return s;
 }
 
-function installSnapshot<P, S>(s: RaftState<P, S>, snapshot: Snapshot<S>, out: RaftOutput<P, S>[]): RaftState<P, S> {
+function installSnapshot<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, snapshot: Snapshot<S>, out: RaftOutput<P, S>[]): RaftState<P, S> {
   // Already have (and applied) at least this much: nothing to restore, the tail is appended as usual.
   if (snapshot.lastIndex <= s.commitIndex) return s;
   const keepsTail = termAt(s, snapshot.lastIndex) === snapshot.lastTerm;
   const log = keepsTail ? s.log.filter((e) => e.index > snapshot.lastIndex) : [];
   out.push({ type: "restore", snapshot });
-  return { ...s, snapshot, log, commitIndex: snapshot.lastIndex, appliedIndex: snapshot.lastIndex };
+  return { ...s, snapshot, log, commitIndex: snapshot.lastIndex, appliedIndex: snapshot.lastIndex, ...configFromLog(config, snapshot, log) };
 }
 
-/** Appends entries after a matching prefix; an existing entry with another term and all after it go. */
-function appendFromLeader<P, S>(s: RaftState<P, S>, entries: readonly LogEntry<P>[]): RaftState<P, S> {
-  let log = s.log;
+/**
+ * Appends entries after a matching prefix; an existing entry with another term and all after it go.
+ * The configuration follows the log: a truncated config entry no longer counts.
+ */
+function appendFromLeader<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, entries: readonly LogEntry<P>[]): RaftState<P, S> {
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!;
-    const existingTerm = termAt({ ...s, log }, entry.index);
+    const existingTerm = termAt(s, entry.index);
     if (existingTerm === entry.term) continue;
-    if (existingTerm !== undefined) {
-      assert(entry.index > s.commitIndex, `leader overwrote committed entry ${entry.index}`);
-      log = log.slice(0, entry.index - s.snapshot.lastIndex - 1);
+    const appended = entries.slice(i);
+    if (existingTerm === undefined) {
+      assert(entry.index === lastLogIndex(s) + 1, `log gap before entry ${entry.index}`);
+      return withAppendedConfig(config, { ...s, log: [...s.log, ...appended] }, appended);
     }
-    assert(entry.index === (log.at(-1)?.index ?? s.snapshot.lastIndex) + 1, `log gap before entry ${entry.index}`);
-    return { ...s, log: [...log, ...entries.slice(i)] };
+    assert(entry.index > s.commitIndex, `leader overwrote committed entry ${entry.index}`);
+    const log = [...s.log.slice(0, entry.index - s.snapshot.lastIndex - 1), ...appended];
+    return { ...s, log, ...configFromLog(config, s.snapshot, log) };
   }
-  return log === s.log ? s : { ...s, log };
+  return s;
 }
 
 function onAppendEntriesReply<P, S>(
@@ -458,16 +571,27 @@ function onAppendEntriesReply<P, S>(
     : Math.max(matchIndex + 1, Math.min(progress.nextIndex - 1, m.matchIndex + 1));
   let next: RaftState<P, S> = {
     ...s,
-    progress: { ...s.progress, [from]: { ...progress, matchIndex, nextIndex, ackedAtMs: nowMs } },
+    progress: { ...s.progress, [from]: { ...progress, matchIndex, nextIndex, ackedAtMs: nowMs, repliedSeq: Math.max(progress.repliedSeq ?? 0, m.seq) } },
   };
   next = advanceCommit(config, next);
   // Only the reply to the latest message keeps the stream going; duplicates and stale replies don't.
   const caughtUp = m.success && nextIndex > lastLogIndex(next);
   if (m.seq === progress.sentSeq && !caughtUp) next = sendReplication(config, next, from, nowMs, out);
+  if (next.commitIndex > s.commitIndex) {
+    // Followers learn a commit from the next message; idle ones get it now, not at the next heartbeat
+    // (a follower's API streams tokens from committed entries).
+    for (const peerId of peersOf(config, next)) {
+      const peer = next.progress[peerId];
+      if (peer !== undefined && isIdle(peer)) next = sendReplication(config, next, peerId, nowMs, out);
+    }
+  }
   return next;
 }
 
 // ── replication ─────────────────────────────────────────────────────────────────────────────────
+
+/** No replication message is waiting for its reply. */
+const isIdle = (p: PeerProgress): boolean => (p.repliedSeq ?? 0) >= p.sentSeq;
 
 function sendReplication<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, peerId: NodeId, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
   const progress = s.progress[peerId];
@@ -491,9 +615,11 @@ function sendReplication<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, pee
 /** The highest index a majority holds, if it is of this term (Raft never counts replicas of older terms). */
 function advanceCommit<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>): RaftState<P, S> {
   if (s.role !== "leader") return s;
-  const matches = [lastLogIndex(s), ...peersOf(config).map((id) => s.progress[id]?.matchIndex ?? -1)].sort((a, b) => b - a);
-  const candidate = matches[majorityOf(config.voterIds.length) - 1]!;
-  if (candidate <= s.commitIndex || termAt(s, candidate) !== s.term) return s;
+  // A leader being removed still leads until its removal commits, but no longer counts itself.
+  const own = s.voters.includes(config.nodeId) ? [lastLogIndex(s)] : [];
+  const matches = [...own, ...peersOf(config, s).map((id) => s.progress[id]?.matchIndex ?? -1)].sort((a, b) => b - a);
+  const candidate = matches[majorityOf(s.voters.length) - 1];
+  if (candidate === undefined || candidate <= s.commitIndex || termAt(s, candidate) !== s.term) return s;
   return { ...s, commitIndex: candidate };
 }
 
@@ -514,7 +640,7 @@ function applyCommitted<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowM
 function compact<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number): RaftState<P, S> {
   let foldUpToIndex = s.appliedIndex - config.logTailKeep;
   if (s.role === "leader") {
-    for (const id of peersOf(config)) {
+    for (const id of peersOf(config, s)) {
       const progress = s.progress[id];
       if (progress !== undefined && nowMs - progress.ackedAtMs <= config.electionTimeoutMaxMs) foldUpToIndex = Math.min(foldUpToIndex, progress.matchIndex);
     }
@@ -529,6 +655,6 @@ function compact<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: numb
   return { ...s, snapshot: { lastIndex: last.index, lastTerm: last.term, state }, log: s.log.slice(foldable) };
 }
 
-function peersOf(config: { readonly nodeId: NodeId; readonly voterIds: readonly NodeId[] }): NodeId[] {
-  return config.voterIds.filter((id) => id !== config.nodeId);
+function peersOf(config: { readonly nodeId: NodeId }, s: { readonly voters: readonly NodeId[] }): NodeId[] {
+  return s.voters.filter((id) => id !== config.nodeId);
 }

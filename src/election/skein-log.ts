@@ -41,6 +41,11 @@ export const StateSchema: z.ZodType<State> = z.object({
   edges: z.array(z.object({ fromNodeId: NodeIdSchema, toNodeId: NodeIdSchema, latencyMs: z.number().min(0).nullable() })),
 }) as unknown as z.ZodType<State>;
 
+/** skein's configuration entry: ClusterMembersChanged names the voters. */
+export const skeinConfigOf = (entry: IndexedEvent): readonly NodeId[] | null => (entry.event.type === "ClusterMembersChanged" ? entry.event.members : null);
+/** The voters folded into a snapshot; a State that never saw ClusterMembersChanged holds none. */
+export const skeinConfigOfSnapshot = (state: State): readonly NodeId[] | null => (state.members.length > 0 ? state.members : null);
+
 export function skeinRaftConfig(nodeId: NodeId, voterIds: readonly NodeId[], overrides: Partial<RaftConfig<IndexedEvent, State>> = {}): RaftConfig<IndexedEvent, State> {
   return {
     nodeId,
@@ -54,6 +59,8 @@ export function skeinRaftConfig(nodeId: NodeId, voterIds: readonly NodeId[], ove
     logEntriesInMemoryMax: REPLICATION_LOG_ENTRIES_IN_MEMORY_MAX,
     uncommittedEntriesMax: REPLICATION_UNCOMMITTED_MAX,
     applyToSnapshot: (state, entry) => apply(state, entry.payload),
+    configOf: skeinConfigOf,
+    configOfSnapshot: skeinConfigOfSnapshot,
     leaderNoop: (idx, term, leaderId, nowMs) => ({ idx, atMs: nowMs, event: { type: "MasterChanged", nodeId: leaderId, term } }),
     ...overrides,
   };

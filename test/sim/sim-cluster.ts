@@ -228,7 +228,7 @@ export class SimCluster {
     n.crashed = false;
     const persisted = n.persisted;
     const fresh = initialRaftState(n.config, persisted.snapshot, this.prng.int(2 ** 31), this.nowMs);
-    n.boot(restoredRaftState(fresh, persisted));
+    n.boot(restoredRaftState(fresh, persisted, n.config));
     n.replica = persisted.snapshot.state;
   }
 
