@@ -80,7 +80,7 @@ export class EventLog {
     }
     if (created) syncDirectory(dirname(path));
     const fileSizeBytes = fstatSync(fd).size;
-    const scan = scanRecords(fd, fileSizeBytes);
+    const scan = scanFramedRecords(fd, fileSizeBytes, checkPayload);
     let warning: EventLogWarning | null = null;
     if (scan.tailReason !== null) {
       warning = {
@@ -216,6 +216,15 @@ export class EventLog {
 export function encodeRecord(event: IndexedEvent): Buffer {
   const payload = Buffer.from(JSON.stringify(event), "utf8");
   assert(payload.length <= EVENT_RECORD_PAYLOAD_BYTES_MAX, `event ${event.idx} is ${payload.length} bytes`);
+  return encodeFramedRecord(payload);
+}
+
+/**
+ * The framing alone, shared with other append-only files (src/election/raft-store.ts): length and
+ * CRC-32 of any payload, so a torn or damaged record is recognised whatever it carries.
+ */
+export function encodeFramedRecord(payload: Buffer): Buffer {
+  assert(payload.length > 0 && payload.length <= EVENT_RECORD_PAYLOAD_BYTES_MAX, `record payload of ${payload.length} bytes`);
   const record = Buffer.allocUnsafe(EVENT_RECORD_HEADER_BYTES + payload.length);
   record.writeUInt32LE(payload.length, 0);
   record.writeUInt32LE(crc32(payload), 4);
@@ -242,15 +251,18 @@ function decodeRange(data: Buffer, firstIdx: number, eventCount: number): Indexe
   return events;
 }
 
-interface ScanResult {
+export interface ScanResult {
   readonly recordOffsets: number[];
   readonly validBytes: number;
   /** Why scanning stopped before the end of the file; null when the whole file is valid. */
   readonly tailReason: string | null;
 }
 
-/** Walks the file keeping the longest prefix of valid, consecutively indexed records. */
-function scanRecords(fd: number, fileSizeBytes: number): ScanResult {
+/**
+ * Walks the file keeping the longest prefix of valid records: whole, CRC intact, and accepted by
+ * `checkPayload` (given the payload and the record's position; it returns why not, or null).
+ */
+export function scanFramedRecords(fd: number, fileSizeBytes: number, checkPayload: (payload: Buffer, recordNumber: number) => string | null): ScanResult {
   const reader = new ChunkReader(fd, fileSizeBytes);
   const recordOffsets: number[] = [];
   let position = 0;
@@ -322,7 +334,7 @@ class ChunkReader {
   }
 }
 
-function readFully(fd: number, into: Buffer, positionBytes: number): void {
+export function readFully(fd: number, into: Buffer, positionBytes: number): void {
   let done = 0;
   while (done < into.length) {
     const n = readSync(fd, into, done, into.length - done, positionBytes + done);
@@ -331,13 +343,13 @@ function readFully(fd: number, into: Buffer, positionBytes: number): void {
   }
 }
 
-function writeFully(fd: number, data: Buffer, positionBytes: number): void {
+export function writeFully(fd: number, data: Buffer, positionBytes: number): void {
   let done = 0;
   while (done < data.length) done += writeSync(fd, data, done, data.length - done, positionBytes + done);
 }
 
 /** Makes a new file's directory entry durable; not every platform can open a directory. */
-function syncDirectory(path: string): void {
+export function syncDirectory(path: string): void {
   let fd: number | null = null;
   try {
     fd = openSync(path, fsConstants.O_RDONLY);
