@@ -1,14 +1,18 @@
 // `npm run bench -- engine [--model FILE] [--threads N] [--rounds R] [--mixes q4_0,q4_k_m,q8_0]`
 //
-// Our engine against llama.cpp (node-llama-cpp's prebuilt CPU build) on the same GGUF, same thread
-// count: decode tok/s at context 0 and 1024, prefill tok/s for a 512-token prompt, peak RSS. Each
-// measurement runs in a fresh child process (so RSS is the engine's own), engines alternate within
-// every round (ours, llama.cpp, llama.cpp, ours, …) because this VM's speed drifts, and medians are
-// reported. The last line is JSON; ratios are ours / llama.cpp at the headline thread count.
+// Our engine against llama.cpp on the same GGUF: decode tok/s at depth 0 and 1024, prefill tok/s
+// for a 512-token prompt, peak RSS.
+// - At the headline thread count (default 2) against a native `llama-bench` built from the source
+//   node-llama-cpp ships (bench/native-llama.ts): `-p 512 -n 64 -d 0` and `-p 0 -n 64 -d 1024`.
+// - At 1 thread, decode only, against node-llama-cpp's prebuilt addon (≈ native at 1 thread).
+// Each measurement runs in a fresh child process (so RSS is the engine's own; llama-bench's is its
+// VmHWM), engines alternate within every round because this VM's speed drifts, and medians are
+// reported. The last line is the issue's JSON; ratios are ours / llama.cpp at the headline count.
 import { spawnSync } from "node:child_process";
 import { cpus } from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { BENCH_MIXES, ensureBenchModel, type BenchMix } from "./engine-model.ts";
+import { ensureNativeLlamaBench, runLlamaBench, type LlamaBenchTest } from "./native-llama.ts";
 
 interface Measurement {
   decode_tok_s: number;
@@ -16,10 +20,10 @@ interface Measurement {
   prefill_tok_s: number;
   rss_mb: number;
 }
-type EngineName = "ours" | "llamacpp";
+type EngineName = "ours" | "llamacpp" | "nodellamacpp";
 
 const DECODE_TOKENS = 64;
-const DECODE_CTX1024_TOKENS = 32;
+const DECODE_CTX1024_TOKENS = 64; // as llama-bench -n 64 -d 1024
 const DEPTH = 1024;
 const PREFILL_TOKENS = 512;
 const PREFILL_CHUNK = 256;
@@ -89,7 +93,7 @@ async function measureOurs(model: string, threads: number, only: string): Promis
   return m;
 }
 
-async function measureLlamaCpp(model: string, threads: number, only: string): Promise<Measurement> {
+async function measureNodeLlamaCpp(model: string, threads: number, only: string): Promise<Measurement> {
   const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
   const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, build: "never" });
   const lm = await llama.loadModel({ modelPath: model, useMmap: true });
@@ -124,6 +128,38 @@ async function measureLlamaCpp(model: string, threads: number, only: string): Pr
   return m;
 }
 
+async function measureNative(bin: string, model: string, threads: number, only: string): Promise<Measurement> {
+  const common = ["-m", model, "-t", String(threads), "-r", "1"];
+  const find = (tests: readonly LlamaBenchTest[], p: number, g: number, d: number): number => {
+    const t = tests.find((x) => x.n_prompt === p && x.n_gen === g && x.n_depth === d);
+    if (t === undefined) throw new Error(`llama-bench gave no result for pp${p} tg${g} @ d${d}`);
+    return t.avg_ts;
+  };
+  const m: Measurement = { decode_tok_s: 0, decode_ctx1024_tok_s: 0, prefill_tok_s: 0, rss_mb: 0 };
+  if (only === "decode") {
+    const r = await runLlamaBench(bin, [...common, "-p", "0", "-n", String(DECODE_TOKENS), "-d", "0"]);
+    m.decode_tok_s = find(r.tests, 0, DECODE_TOKENS, 0);
+    m.rss_mb = r.peakRssMb;
+    return m;
+  }
+  const a = await runLlamaBench(bin, [...common, "-p", String(PREFILL_TOKENS), "-n", String(DECODE_TOKENS), "-d", "0"]);
+  const b = await runLlamaBench(bin, [...common, "-p", "0", "-n", String(DECODE_CTX1024_TOKENS), "-d", String(DEPTH)]);
+  m.prefill_tok_s = find(a.tests, PREFILL_TOKENS, 0, 0);
+  m.decode_tok_s = find(a.tests, 0, DECODE_TOKENS, 0);
+  m.decode_ctx1024_tok_s = find(b.tests, 0, DECODE_CTX1024_TOKENS, DEPTH);
+  m.rss_mb = Math.max(a.peakRssMb, b.peakRssMb);
+  return m;
+}
+
+async function runEngine(engine: EngineName, model: string, threads: number, only: string, nativeBin: string): Promise<Measurement> {
+  if (engine === "llamacpp") {
+    const m = await measureNative(nativeBin, model, threads, only);
+    for (const k of Object.keys(m) as (keyof Measurement)[]) m[k] = Number(m[k].toFixed(2));
+    return m;
+  }
+  return runChild(engine, model, threads, only);
+}
+
 function runChild(engine: EngineName, model: string, threads: number, only: string): Measurement {
   const self = fileURLToPath(import.meta.url);
   const r = spawnSync(process.execPath, ["--import", "tsx", self, "--child", engine, "--model", model, "--threads", String(threads), "--only", only], {
@@ -149,18 +185,35 @@ function medianOf(ms: readonly Measurement[]): Measurement {
   return { decode_tok_s: pick("decode_tok_s"), decode_ctx1024_tok_s: pick("decode_ctx1024_tok_s"), prefill_tok_s: pick("prefill_tok_s"), rss_mb: pick("rss_mb") };
 }
 
-/** Alternating rounds; returns medians per engine. */
-function compare(model: string, threads: number, rounds: number, only: string, log: (s: string) => void): Record<EngineName, Measurement> {
-  const runs: Record<EngineName, Measurement[]> = { ours: [], llamacpp: [] };
+interface Comparison {
+  ours: Measurement;
+  llamacpp: Measurement;
+  ours1: Measurement;
+  nodellamacpp1: Measurement;
+}
+
+/**
+ * Rounds that alternate the engines (ours, native, ours@1, node-llama-cpp@1, then reversed);
+ * returns medians per engine. At 1 thread only decode is measured.
+ */
+async function compare(model: string, threads: number, rounds: number, nativeBin: string, log: (s: string) => void): Promise<Comparison> {
+  type Slot = { key: keyof Comparison; engine: EngineName; threads: number; only: string };
+  const slots: Slot[] = [
+    { key: "ours", engine: "ours", threads, only: "all" },
+    { key: "llamacpp", engine: "llamacpp", threads, only: "all" },
+    { key: "ours1", engine: "ours", threads: 1, only: "decode" },
+    { key: "nodellamacpp1", engine: "nodellamacpp", threads: 1, only: "decode" },
+  ];
+  const runs: Record<keyof Comparison, Measurement[]> = { ours: [], llamacpp: [], ours1: [], nodellamacpp1: [] };
   for (let r = 0; r < rounds; r++) {
-    const order: EngineName[] = r % 2 === 0 ? ["ours", "llamacpp"] : ["llamacpp", "ours"];
-    for (const e of order) {
-      const m = runChild(e, model, threads, only);
-      runs[e].push(m);
-      log(`  round ${r + 1} ${e.padEnd(8)} threads=${threads} ${JSON.stringify(m)}`);
+    const order = r % 2 === 0 ? slots : [...slots].reverse();
+    for (const s of order) {
+      const m = await runEngine(s.engine, model, s.threads, s.only, nativeBin);
+      runs[s.key].push(m);
+      log(`  round ${r + 1} ${s.engine.padEnd(12)} threads=${s.threads} ${JSON.stringify(m)}`);
     }
   }
-  return { ours: medianOf(runs.ours), llamacpp: medianOf(runs.llamacpp) };
+  return { ours: medianOf(runs.ours), llamacpp: medianOf(runs.llamacpp), ours1: medianOf(runs.ours1), nodellamacpp1: medianOf(runs.nodellamacpp1) };
 }
 
 const ratio = (a: number, b: number): number => (b > 0 ? Number((a / b).toFixed(3)) : 0);
@@ -171,7 +224,7 @@ export async function main(args: string[]): Promise<void> {
     const model = argValue(args, "--model")!;
     const threads = Number(argValue(args, "--threads"));
     const only = argValue(args, "--only") ?? "all";
-    const m = child === "ours" ? await measureOurs(model, threads, only) : await measureLlamaCpp(model, threads, only);
+    const m = child === "ours" ? await measureOurs(model, threads, only) : await measureNodeLlamaCpp(model, threads, only);
     process.stdout.write(`${JSON.stringify(m)}\n`);
     return;
   }
@@ -182,30 +235,31 @@ export async function main(args: string[]): Promise<void> {
   const rounds = Number(argValue(args, "--rounds") ?? 3);
   const explicit = argValue(args, "--model");
   const mixes = (argValue(args, "--mixes")?.split(",") ?? (explicit ? ["file"] : BENCH_MIXES)) as (BenchMix | "file")[];
-  const perModel: Record<string, { ours: Measurement; llamacpp: Measurement; decode_ratio_1thread: number }> = {};
+  const nativeBin = ensureNativeLlamaBench(log);
+  log(`native llama-bench: ${nativeBin}`);
+  const perModel: Record<string, Comparison & { decode_ratio_1thread: number }> = {};
   for (const mix of mixes) {
     const model = mix === "file" ? explicit! : ensureBenchModel(mix, log);
     log(`${mix}: ${model}`);
-    const main = compare(model, threads, rounds, "all", log);
-    const one = threads === 1 ? main : compare(model, 1, rounds, "decode", log);
-    perModel[mix] = { ...main, decode_ratio_1thread: ratio(one.ours.decode_tok_s, one.llamacpp.decode_tok_s) };
-    log(`${mix} medians: ours ${JSON.stringify(main.ours)} llama.cpp ${JSON.stringify(main.llamacpp)} 1-thread decode ${one.ours.decode_tok_s} vs ${one.llamacpp.decode_tok_s}`);
+    const c = await compare(model, threads, rounds, nativeBin, log);
+    perModel[mix] = { ...c, decode_ratio_1thread: ratio(c.ours1.decode_tok_s, c.nodellamacpp1.decode_tok_s) };
+    log(
+      `${mix} medians at ${threads} threads: ours ${JSON.stringify(c.ours)} llama-bench ${JSON.stringify(c.llamacpp)}; ` +
+        `1-thread decode ours ${c.ours1.decode_tok_s} vs node-llama-cpp ${c.nodellamacpp1.decode_tok_s}`,
+    );
   }
-  const head = perModel[mixes[0]!]!;
-  const summary = {
-    model: mixes[0],
-    threads,
-    rounds,
-    llamacpp_impl: "node-llama-cpp 3.21.1 prebuilt CPU (not a native llama-bench build)",
-    decode_ratio: ratio(head.ours.decode_tok_s, head.llamacpp.decode_tok_s),
-    decode_ratio_ctx1024: ratio(head.ours.decode_ctx1024_tok_s, head.llamacpp.decode_ctx1024_tok_s),
-    prefill_ratio: ratio(head.ours.prefill_tok_s, head.llamacpp.prefill_tok_s),
-    decode_ratio_1thread: head.decode_ratio_1thread,
-    ours: head.ours,
-    llamacpp: head.llamacpp,
-    models: perModel,
-  };
-  process.stdout.write(`${JSON.stringify(summary)}\n`);
+  const summaryOf = (m: Comparison & { decode_ratio_1thread: number }) => ({
+    decode_ratio: ratio(m.ours.decode_tok_s, m.llamacpp.decode_tok_s),
+    decode_ratio_ctx1024: ratio(m.ours.decode_ctx1024_tok_s, m.llamacpp.decode_ctx1024_tok_s),
+    prefill_ratio: ratio(m.ours.prefill_tok_s, m.llamacpp.prefill_tok_s),
+    decode_ratio_1thread: m.decode_ratio_1thread,
+    ours: m.ours,
+    llamacpp: m.llamacpp,
+  });
+  // Every mix on one line for the record; the last line is the headline (first mix) alone.
+  const details = Object.fromEntries(Object.entries(perModel).map(([k, v]) => [k, { ...summaryOf(v), ours_1thread: v.ours1, nodellamacpp_1thread: v.nodellamacpp1 }]));
+  process.stdout.write(`${JSON.stringify({ threads, rounds, llamacpp: "native llama-bench (CPU, Release, native) at the headline threads; node-llama-cpp prebuilt at 1 thread", models: details })}\n`);
+  process.stdout.write(`${JSON.stringify(summaryOf(perModel[mixes[0]!]!))}\n`);
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

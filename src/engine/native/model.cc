@@ -51,6 +51,7 @@ struct Scratch {
   std::vector<float> scores;  // per thread, nCtx each
   std::vector<uint16_t> q16;  // per thread, headDim each
   std::vector<float> qf;      // per thread, a batch of query heads
+  std::vector<uint8_t> embdRow;
   std::vector<float> rope;    // per token, ropeDims cos/sin pairs
 };
 Scratch g_scratch;
@@ -407,6 +408,7 @@ Tensor Model::mapTensor(const TensorDesc& d, bool needsDot) {
   t.ne0 = d.ne0;
   t.ne1 = d.ne1;
   t.rowBytes = row_bytes(tr, d.ne0);
+  t.fileOffset = d.offset;
   if ((uint64_t)t.rowBytes * (uint64_t)d.ne1 != d.sizeBytes)
     throw ModelError("tensor " + name + ": size does not match its shape and type");
   if (d.offset > fileBytes_ || d.sizeBytes > fileBytes_ - d.offset)
@@ -564,9 +566,21 @@ void Model::embed(const int32_t* tokens, int n, float* out) {
     if (tokens[t] < 0 || tokens[t] >= tokEmbd_.ne1)
       throw ModelError("token id " + std::to_string(tokens[t]) + " is outside the vocabulary");
   }
-  for (int t = 0; t < n; t++)
-    tokEmbd_.tr->toFloat(tokEmbd_.data + (size_t)tokens[t] * tokEmbd_.rowBytes, out + (size_t)t * cfg_.nEmbd,
-                         cfg_.nEmbd);
+  // Rows are read with pread, not through the mapping: a fault on a mapped row also maps the
+  // cached pages around it (fault-around, readahead), so a long prompt would make tens of MiB of
+  // rows resident that are never used — and a tied head's table already lives in its packed copy.
+  std::vector<uint8_t>& row = g_scratch.embdRow;
+  row.resize(tokEmbd_.rowBytes);
+  for (int t = 0; t < n; t++) {
+    const uint64_t at = tokEmbd_.fileOffset + (uint64_t)tokens[t] * tokEmbd_.rowBytes;
+    size_t done = 0;
+    while (done < row.size()) {
+      const ssize_t r = pread(fd_, row.data() + done, row.size() - done, (off_t)(at + done));
+      if (r <= 0) throw ModelError("cannot read the embedding of token " + std::to_string(tokens[t]));
+      done += (size_t)r;
+    }
+    tokEmbd_.tr->toFloat(row.data(), out + (size_t)t * cfg_.nEmbd, cfg_.nEmbd);
+  }
 }
 
 void Model::forwardLayer(int il, KvCache& kv, float* x, int n, int pos) {

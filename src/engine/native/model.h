@@ -23,6 +23,7 @@ struct Tensor {
   int64_t ne0 = 0;  // elements per row
   int64_t ne1 = 0;  // rows
   size_t rowBytes = 0;
+  uint64_t fileOffset = 0;
   // Set once the rows were repacked in groups of 8 (kernels/packed.h); the forward pass then uses
   // only the packed copy and the file pages of `data` are released.
   int packKind = 0;
