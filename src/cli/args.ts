@@ -2,6 +2,9 @@
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import type { StaticPeer } from "../net/transport.ts";
+import { parsePeer } from "../net/transport.ts";
+import { CLUSTER_NAME_CHARS_MAX } from "../net/handshake.ts";
 import type { LogLevel } from "../shared/logger.ts";
 import { LOG_LEVELS } from "../shared/logger.ts";
 
@@ -40,6 +43,10 @@ Options:
   --model-card FILE    add a model card (JSON) to the catalogue; repeatable
   --no-discovery       do not look for other nodes by multicast
   --peer HOST:PORT     a peer's cluster port, for networks without multicast; repeatable
+  --cluster-name NAME  only nodes with the same name form a cluster (default "skein")
+  --cluster-secret S   shared secret: nodes that do not know it cannot join (env
+                       SKEIN_CLUSTER_SECRET; at least 8 characters)
+  --cluster-host HOST  address node links are accepted on (default 0.0.0.0: every interface)
 
 Send SIGINT or SIGTERM to stop: in-flight requests are cancelled and runners shut down.
 `;
@@ -54,7 +61,10 @@ export interface CliOptions {
   readonly contextSize: number | null;
   readonly modelCardFiles: readonly string[];
   readonly discovery: boolean;
-  readonly peers: readonly string[];
+  readonly peers: readonly StaticPeer[];
+  readonly clusterName: string;
+  readonly clusterSecret: string | null;
+  readonly clusterHost: string;
   /** null: no key, the API is open (only allowed on loopback or with --no-auth). */
   readonly apiKey: string | null;
   readonly corsOrigins: readonly string[];
@@ -88,6 +98,9 @@ export function parseCli(argv: readonly string[], env: Readonly<Record<string, s
         "model-card": { type: "string", multiple: true },
         "no-discovery": { type: "boolean" },
         peer: { type: "string", multiple: true },
+        "cluster-name": { type: "string" },
+        "cluster-secret": { type: "string" },
+        "cluster-host": { type: "string" },
         "api-key": { type: "string" },
         "no-auth": { type: "boolean" },
         "cors-origin": { type: "string", multiple: true },
@@ -103,8 +116,20 @@ export function parseCli(argv: readonly string[], env: Readonly<Record<string, s
   try {
     const logLevel = values["log-level"] ?? "info";
     if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
-    const peers = values.peer ?? [];
-    for (const peer of peers) if (!/^[^\s:]+:\d{1,5}$/.test(peer)) throw new Error(`--peer expects HOST:PORT, got "${peer}"`);
+    const peers = (values.peer ?? []).map((text) => {
+      const peer = parsePeer(text);
+      if (peer === null) throw new Error(`--peer expects HOST:PORT (a peer's cluster port, 1-65535), got "${text}"`);
+      return peer;
+    });
+    const clusterName = values["cluster-name"] ?? "skein";
+    if (!/^[\x21-\x7e]+$/.test(clusterName) || clusterName.length > CLUSTER_NAME_CHARS_MAX) {
+      throw new Error(`--cluster-name must be 1 to ${CLUSTER_NAME_CHARS_MAX} printable ASCII characters without spaces`);
+    }
+    const rawSecret = values["cluster-secret"] ?? env.SKEIN_CLUSTER_SECRET;
+    const clusterSecret = rawSecret === undefined || rawSecret === "" ? null : rawSecret;
+    if (clusterSecret !== null && (clusterSecret.length < 8 || clusterSecret.length > 512)) {
+      throw new Error("--cluster-secret must be 8 to 512 characters");
+    }
     const host = values.host ?? "127.0.0.1";
     const apiKey = parseApiKey(values["api-key"] ?? env.SKEIN_API_KEY);
     if (apiKey !== null && values["no-auth"] === true) throw new Error("--api-key and --no-auth contradict each other; pass one");
@@ -130,6 +155,9 @@ export function parseCli(argv: readonly string[], env: Readonly<Record<string, s
         modelCardFiles: (values["model-card"] ?? []).map((f) => path.resolve(f)),
         discovery: values["no-discovery"] !== true,
         peers,
+        clusterName,
+        clusterSecret,
+        clusterHost: values["cluster-host"] ?? "0.0.0.0",
         apiKey,
         corsOrigins,
         prefillTimeoutMs: parseOptionalPositive("--prefill-timeout-ms", values["prefill-timeout-ms"], TASK_TIMEOUT_MS_MAX) ?? DEFAULT_PREFILL_TIMEOUT_MS,

@@ -46,9 +46,6 @@ export async function main(argv: readonly string[]): Promise<void> {
   if (options.apiKey === null && !isLoopbackHost(options.host)) {
     logger.warn({ host: options.host }, "--no-auth: the API is open to anyone who can reach this address");
   }
-  if (!options.discovery || options.peers.length > 0) {
-    logger.warn("multi-node clustering (--peer, discovery) is not available in this release; running as a single node");
-  }
   // The bundled default first, then downloaded models, then the user's cards.
   const models = new LocalModelRegistry({ home: options.home, userCards: options.modelCardFiles.map(readUserModelCardFile) });
   if (models.bundledError !== null) logger.warn(models.bundledError);
@@ -64,13 +61,20 @@ export async function main(argv: readonly string[]): Promise<void> {
     apiKey: options.apiKey,
     corsOrigins: options.corsOrigins,
     taskTimeouts: { prefillTimeoutMs: options.prefillTimeoutMs, decodeTimeoutMs: options.decodeTimeoutMs },
+    cluster: {
+      name: options.clusterName,
+      secret: options.clusterSecret,
+      peers: options.peers,
+      discovery: options.discovery,
+      listenHost: options.clusterHost,
+    },
   }).catch((error: NodeJS.ErrnoException) => {
     if (error.code === "EADDRINUSE") {
-      throw new Error(`port ${options.port} on ${options.host} is already in use (another skein?); choose one with --port`);
+      throw new Error(`port ${(error as { port?: number }).port ?? options.port} is already in use (another skein?); choose free ones with --port / --cluster-port`);
     }
     throw error;
   });
-  process.stdout.write(`skein is serving on ${node.url} (node ${node.nodeId})\n`);
+  process.stdout.write(`skein is serving on ${node.url} (node ${node.nodeId}, cluster port ${node.clusterPort})\n`);
 
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {

@@ -15,9 +15,8 @@ import { EVENT_LOG_PAGE_MAX, TASKS_MAX, TASKS_PENDING_PER_INSTANCE_MAX } from ".
 import { isRunnerTransitionAllowed } from "../shared/runner-transitions.ts";
 import type { State } from "../shared/state.ts";
 import { emptyState, findTaskByCommandId, instancesOfModel, tasksOfInstance } from "../shared/state.ts";
-import type { Command, CommandOf, Event, EventOf, FailureCode, IndexedEvent, Instance, Task } from "../shared/types.ts";
+import type { Command, CommandOf, Event, EventOf, FailureCode, IndexedEvent, Instance, NodeInfo, Task } from "../shared/types.ts";
 import { CommandSchema, EventSchema, IndexedEventSchema, isTaskTerminal, WORKER_EVENT_TYPES } from "../shared/types.ts";
-import type { EventLog } from "./event-log.ts";
 import { placeInstance } from "./placement.ts";
 
 /**
@@ -37,9 +36,30 @@ export interface MasterLogger {
   error: LogFn;
 }
 
+/**
+ * Where the master's events are kept: the on-disk EventLog of a standalone master, or the replicated
+ * log of an elected one (whose append proposes the events and throws when this node no longer leads).
+ */
+export interface MasterLog {
+  /** Logged events with idx ≥ sinceIdx, in order; [] past the end. */
+  readSince(sinceIdx: number, limit?: number): IndexedEvent[];
+  /** Stores events in order; throws when it cannot, and then nothing of the batch is published. */
+  append(events: readonly IndexedEvent[]): void;
+}
+
 export interface MasterOptions {
   readonly nodeId: NodeId;
-  readonly log: EventLog;
+  readonly log: MasterLog;
+  /**
+   * State the log continues from (a snapshot of a compacted replicated log); start() replays only
+   * the events after its lastIdx. Default: empty State, the whole log is replayed.
+   */
+  readonly initialState?: State;
+  /**
+   * Emit MasterChanged at start(). An elected master's log already begins its term with one (the
+   * election core's first entry), so it passes false. Default true.
+   */
+  readonly announceOnStart?: boolean;
   readonly clock: Clock;
   /** Called once per event, in idx order, after the event is in the log. */
   readonly publish: (event: IndexedEvent) => void;
@@ -57,7 +77,7 @@ export interface MasterOptions {
 }
 
 /** Events the master emits about the cluster itself (from failure detection and link probes). */
-export type ClusterEvent = EventOf<"NodeTimedOut" | "TopologyEdgeCreated" | "TopologyEdgeDeleted">;
+export type ClusterEvent = EventOf<"NodeTimedOut" | "TopologyEdgeCreated" | "TopologyEdgeDeleted" | "ClusterMembersChanged">;
 
 /** Why a worker's report is not indexed; `level` separates expected races from misbehaviour. */
 export interface WorkerEventRejection {
@@ -93,7 +113,7 @@ export class Master {
     if (term < this.current.masterTerm) {
       this.options.logger.warn({ term, loggedTerm: this.current.masterTerm }, "starting with a lower term than the log's last master");
     }
-    const emitted = this.emit([{ type: "MasterChanged", nodeId, term }]);
+    const emitted = (this.options.announceOnStart ?? true) ? this.emit([{ type: "MasterChanged", nodeId, term }]) : [];
     if (this.options.cleanUpOwnOrphansOnStart ?? true) {
       emitted.push(...this.removeTasksOfOrigin(nodeId, "node_restarted", `node ${nodeId} restarted; its client connections are gone`));
     }
@@ -149,6 +169,7 @@ export class Master {
       this.options.logger[rejection.level]({ fromNodeId, type: event.type }, `dropped worker event: ${rejection.reason}`);
       return [];
     }
+    if (parsed.data.type === "NodeGatheredInfo") return this.onNodeGatheredInfo(parsed.data.info);
     if (parsed.data.type !== "TaskStatusUpdated") return this.emit([parsed.data]);
     // Stamped here, not trusted from the wire: only a worker's report releases a task from its runner.
     const emitted = this.emit([{ ...parsed.data, fromRunner: true }]);
@@ -168,11 +189,15 @@ export class Master {
           this.options.logger.debug({ nodeId: event.nodeId }, "NodeTimedOut for a node State does not know");
           return [];
         }
+        const lost = Object.values(s.instances).filter((i) => i.shards.some((x) => x.nodeId === event.nodeId));
         const emitted = this.emit([event]);
         emitted.push(...this.removeTasksOfOrigin(event.nodeId, "node_restarted", `node ${event.nodeId} timed out; its client connections are gone`));
         emitted.push(...this.deleteSettledTasks());
+        for (const instance of lost) emitted.push(...this.replace(instance));
         return emitted;
       }
+      case "ClusterMembersChanged":
+        return this.emit([event]);
       case "TopologyEdgeCreated":
         return this.emit([event]);
       case "TopologyEdgeDeleted": {
@@ -182,6 +207,34 @@ export class Master {
       default:
         return assertNever(event);
     }
+  }
+
+  /**
+   * A node's report about itself. When it comes from a new process of a node State knows (a restart,
+   * even one too quick to time out), the tasks whose clients that node's API held are orphans.
+   */
+  private onNodeGatheredInfo(info: NodeInfo): IndexedEvent[] {
+    const previous = this.current.nodes[info.nodeId];
+    const restarted = previous?.startedAtMs !== undefined && info.startedAtMs !== undefined && previous.startedAtMs !== info.startedAtMs;
+    const emitted = this.emit([{ type: "NodeGatheredInfo", info }]);
+    if (restarted) {
+      emitted.push(...this.removeTasksOfOrigin(info.nodeId, "node_restarted", `node ${info.nodeId} restarted; its client connections are gone`));
+      emitted.push(...this.deleteSettledTasks());
+    }
+    return emitted;
+  }
+
+  /** Places a model again after the node holding part of it left, on whatever nodes remain. */
+  private replace(lost: Instance): IndexedEvent[] {
+    if (lost.sizeBytes === undefined) return [];
+    const model = { modelId: lost.modelId, layerCount: lost.layerCount, sizeBytes: lost.sizeBytes };
+    const result = placeInstance(this.current, model, 1, this.newRunnerId, this.newInstanceId);
+    if (!result.ok) {
+      this.options.logger.warn({ modelId: lost.modelId }, `instance ${lost.instanceId} lost a node and cannot be placed again: ${result.reason}`);
+      return [];
+    }
+    this.options.logger.info({ modelId: lost.modelId, instanceId: result.instance.instanceId }, `instance ${lost.instanceId} lost a node; placed again`);
+    return this.emit([{ type: "InstanceCreated", instance: result.instance }]);
   }
 
   // ── commands ──────────────────────────────────────────────────────────────────────────────────
@@ -297,9 +350,11 @@ export class Master {
 
   private replayLog(): void {
     const { log } = this.options;
-    for (let sinceIdx = 0; sinceIdx < log.count; ) {
+    if (this.options.initialState !== undefined) this.current = this.options.initialState;
+    const firstIdx = this.current.lastIdx + 1;
+    for (let sinceIdx = firstIdx; ; ) {
       const page = log.readSince(sinceIdx, EVENT_LOG_PAGE_MAX);
-      assert(page.length > 0, `event log returned no events at ${sinceIdx} of ${log.count}`);
+      if (page.length === 0) break;
       for (const indexed of page) {
         const before = this.current;
         this.current = apply(before, indexed);
@@ -307,7 +362,7 @@ export class Master {
       }
       sinceIdx += page.length;
     }
-    this.options.logger.info({ eventCount: log.count, lastIdx: this.current.lastIdx }, "replayed event log");
+    this.options.logger.info({ eventCount: this.current.lastIdx + 1 - firstIdx, lastIdx: this.current.lastIdx }, "replayed event log");
   }
 
   /**

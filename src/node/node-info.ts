@@ -15,6 +15,9 @@ function memoryAvailableBytes(): number {
   return os.freemem();
 }
 
+/** This process's start, fixed for its life (the master tells a restart from a report by it). */
+const PROCESS_STARTED_AT_MS = Math.round(Date.now() - process.uptime() * 1000);
+
 export function gatherNodeInfo(nodeId: NodeId, ports: { apiPort: number; clusterPort: number }): NodeInfo {
   const addresses = Object.values(os.networkInterfaces())
     .flat()
@@ -29,6 +32,7 @@ export function gatherNodeInfo(nodeId: NodeId, ports: { apiPort: number; cluster
     addresses,
     apiPort: ports.apiPort,
     clusterPort: ports.clusterPort,
+    startedAtMs: PROCESS_STARTED_AT_MS,
   };
 }
 

@@ -1,11 +1,14 @@
-// One skein node: master (this release: every node is its own master until the cluster issue
-// adds election), replica, worker and API, wired through the ports in cluster-port.ts. Messages
-// between them are delivered on the microtask queue, in order, so no component re-enters another.
+// One skein node: the replicated cluster (election, master when elected, replica), worker and API,
+// wired through the ports in cluster-port.ts. Messages between them are delivered on the microtask
+// queue, in order, so no component re-enters another. A node alone is a cluster of one: the same
+// path serves one machine and many.
 import path from "node:path";
 import type { ApiServer } from "../api/server.ts";
 import { startApiServer } from "../api/server.ts";
-import { EventLog } from "../master/event-log.ts";
-import { Master } from "../master/master.ts";
+import type { RaftConfig } from "../election/raft.ts";
+import { RaftStore } from "../election/raft-store.ts";
+import type { StaticPeer } from "../net/transport.ts";
+import { NetTransport } from "../net/transport.ts";
 import type { ModelRegistry } from "../models/model-card.ts";
 import { NodeModelDownloads } from "../models/node-downloads.ts";
 import { LocalModelRegistry } from "../models/store.ts";
@@ -17,16 +20,39 @@ import { systemClock } from "../shared/clock.ts";
 import type { NodeId } from "../shared/ids.ts";
 import type { Logger } from "../shared/logger.ts";
 import { isTaskTerminal } from "../shared/types.ts";
-import type { NodeInfo } from "../shared/types.ts";
+import type { IndexedEvent, NodeInfo } from "../shared/types.ts";
+import type { State } from "../shared/state.ts";
 import type { TaskTimeouts } from "../worker/plan.ts";
 import { Worker } from "../worker/worker.ts";
 import type { ClusterPort, WorkerEventSink } from "./cluster-port.ts";
 import { loadOrCreateNodeId } from "./node-id.ts";
 import { gatherNodeInfo, nodeInfoChangedMaterially } from "./node-info.ts";
-import { Replica } from "./replica.ts";
+import type { Replica } from "./replica.ts";
+import { ReplicatedCluster } from "./replicated-cluster.ts";
 
 /** How often a node re-reads its memory and reports it if it changed materially. */
 const NODE_INFO_INTERVAL_MS = 10_000;
+/** How often a node checks that the cluster's State knows it (after joining a cluster it must say who it is again). */
+const MEMBERSHIP_CHECK_INTERVAL_MS = 1_000;
+
+/** How this node meets others. Defaults: cluster "skein", no secret, no peers, no discovery, links on loopback. */
+export interface NodeClusterOptions {
+  readonly name?: string;
+  /** Shared secret: links (and beacons) of nodes that do not know it are refused. */
+  readonly secret?: string | null;
+  readonly peers?: readonly StaticPeer[];
+  /** Multicast discovery (the CLI turns it on unless --no-discovery). */
+  readonly discovery?: boolean;
+  /** Address node links are accepted on (the CLI: every interface). */
+  readonly listenHost?: string;
+  /** Election timing overrides (tests). */
+  readonly raft?: Partial<RaftConfig<IndexedEvent, State>>;
+  readonly nodeTimeoutMs?: number;
+  readonly aloneTimeoutMs?: number;
+  /** Link heartbeat overrides (tests). */
+  readonly linkHeartbeatMs?: number;
+  readonly linkTimeoutMs?: number;
+}
 /** On shutdown, how long cancelled tasks get to reach a terminal status before runners are stopped. */
 const SHUTDOWN_TASK_DRAIN_MS = 2_000;
 
@@ -54,12 +80,17 @@ export interface NodeOptions {
   readonly taskTimeouts?: TaskTimeouts;
   /** Built dashboard files served at `/` (default: dist/dashboard under the package root). */
   readonly dashboardDir?: string;
+  readonly cluster?: NodeClusterOptions;
 }
 
 export interface RunningNode {
   readonly nodeId: NodeId;
   readonly url: string;
   readonly cluster: ClusterPort;
+  /** The election and forwarding behind `cluster` (role, leader, voters; tests and the dashboard). */
+  readonly replicated: ReplicatedCluster;
+  /** The port node links are accepted on. */
+  readonly clusterPort: number;
   readonly worker: Worker;
   readonly api: ApiServer;
   stop(): Promise<void>;
@@ -74,35 +105,44 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const logger = options.logger;
   const clock = options.clock ?? systemClock;
   const nodeId = loadOrCreateNodeId(options.home, (reason) => logger.warn({ home: options.home }, `${reason}; this node starts with a new id`));
-  const log = EventLog.open(path.join(options.home, "events.log"));
-  if (log.warning !== null) logger.warn({ warning: log.warning }, "event log had a damaged tail; it was dropped");
-
-  const replica = new Replica({
-    // A single node's replica is fed in order by its own master, so a gap is a bug.
-    requestEventLog: (sinceIdx) => logger.error({ sinceIdx }, "replica saw a gap in its own master's events"),
+  const clusterOptions = options.cluster ?? {};
+  const opened = RaftStore.open(path.join(options.home, "raft"));
+  if (opened.warning !== null) logger.warn({ warning: opened.warning }, "replicated log had a damaged part; it was dropped");
+  const store = opened.store;
+  const secret = clusterOptions.secret ?? null;
+  const transport = await NetTransport.start({
+    identity: { nodeId, clusterName: clusterOptions.name ?? "skein", clusterPort: options.clusterPort, secret: secret === null ? null : Buffer.from(secret, "utf8") },
+    logger: logger.child({ component: "net" }),
+    listenHost: clusterOptions.listenHost ?? "127.0.0.1",
+    staticPeers: clusterOptions.peers ?? [],
+    discovery: clusterOptions.discovery === true ? {} : null,
+    ...(clusterOptions.linkHeartbeatMs === undefined && clusterOptions.linkTimeoutMs === undefined
+      ? {}
+      : {
+          link: {
+            ...(clusterOptions.linkHeartbeatMs === undefined ? {} : { heartbeatIntervalMs: clusterOptions.linkHeartbeatMs }),
+            ...(clusterOptions.linkTimeoutMs === undefined ? {} : { deadAfterMs: clusterOptions.linkTimeoutMs }),
+          },
+        }),
+  }).catch(async (error: unknown) => {
+    await store.close();
+    throw error;
   });
-  const master = new Master({
+  const replicated = new ReplicatedCluster({
     nodeId,
-    log,
+    transport,
     clock,
-    logger: logger.child({ component: "master" }),
-    publish: (event) => queueMicrotask(() => replica.receive(event)),
-    term: 1,
+    logger,
+    hard: opened.hard,
+    store,
+    ...(clusterOptions.raft === undefined ? {} : { raft: clusterOptions.raft }),
+    ...(clusterOptions.nodeTimeoutMs === undefined ? {} : { nodeTimeoutMs: clusterOptions.nodeTimeoutMs }),
+    ...(clusterOptions.aloneTimeoutMs === undefined ? {} : { aloneTimeoutMs: clusterOptions.aloneTimeoutMs }),
   });
-  master.start();
-  replica.reset(master.state);
-
-  const cluster: ClusterPort = {
-    nodeId,
-    sendCommand: (command) => queueMicrotask(() => master.handleCommand(command)),
-    get state() {
-      return replica.state;
-    },
-    subscribe: (listener) => replica.subscribe(listener),
-    eventsSince: (sinceIdx) => replica.eventsSince(sinceIdx),
-  };
-  const sendWorkerEvent: WorkerEventSink["sendWorkerEvent"] = (event) =>
-    queueMicrotask(() => master.handleWorkerEvent(event, nodeId));
+  replicated.start();
+  const replica: Replica = replicated.replica;
+  const cluster: ClusterPort = replicated;
+  const sendWorkerEvent: WorkerEventSink["sendWorkerEvent"] = (event) => replicated.sendWorkerEvent(event);
 
   const worker = new Worker({
     nodeId,
@@ -145,16 +185,29 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     ...(options.dashboardDir === undefined ? {} : { dashboardDir: options.dashboardDir }),
     ...(modelService === null ? {} : { modelService }),
   });
-  const ports = { apiPort: api.port, clusterPort: options.clusterPort };
+  const ports = { apiPort: api.port, clusterPort: transport.port };
   let lastInfo: NodeInfo = gatherNodeInfo(nodeId, ports);
   sendWorkerEvent({ type: "NodeGatheredInfo", info: lastInfo });
   modelService?.announce();
+  let lastInfoSentMs = clock.nowMs();
   const infoTimer = setInterval(() => {
+    const nowMs = clock.nowMs();
+    const state = replica.state;
+    // A node that joined a cluster (or whose record was removed while it was away) introduces itself again.
+    const unknownToCluster = state.nodes[nodeId] === undefined && state.masterNodeId !== null;
     const info = gatherNodeInfo(nodeId, ports);
-    if (!nodeInfoChangedMaterially(lastInfo, info)) return;
+    if (unknownToCluster && nowMs - lastInfoSentMs >= MEMBERSHIP_CHECK_INTERVAL_MS) {
+      lastInfo = info;
+      lastInfoSentMs = nowMs;
+      sendWorkerEvent({ type: "NodeGatheredInfo", info });
+      modelService?.announce();
+      return;
+    }
+    if (nowMs - lastInfoSentMs < NODE_INFO_INTERVAL_MS || !nodeInfoChangedMaterially(lastInfo, info)) return;
     lastInfo = info;
+    lastInfoSentMs = nowMs;
     sendWorkerEvent({ type: "NodeGatheredInfo", info });
-  }, NODE_INFO_INTERVAL_MS);
+  }, MEMBERSHIP_CHECK_INTERVAL_MS);
   infoTimer.unref();
 
   logger.info({ nodeId, url: api.url }, "skein node started");
@@ -168,12 +221,14 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       await waitForTasksToSettle(replica, SHUTDOWN_TASK_DRAIN_MS);
       await modelService?.stop();
       await worker.stop();
-      await log.close();
+      replicated.stop();
+      await transport.stop();
+      await store.close();
       logger.info({ nodeId }, "skein node stopped");
     })();
     return stopping;
   };
-  return { nodeId, url: api.url, cluster, worker, api, stop };
+  return { nodeId, url: api.url, cluster, replicated, clusterPort: transport.port, worker, api, stop };
 }
 
 function waitForTasksToSettle(replica: Replica, timeoutMs: number): Promise<void> {

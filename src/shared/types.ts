@@ -119,6 +119,11 @@ export const NodeInfoSchema = z.object({
   addresses: z.array(z.string()),
   apiPort: z.number().int().min(0).max(65535),
   clusterPort: z.number().int().min(0).max(65535),
+  /**
+   * When the node's process started (ms since the epoch). A different value in a later report means
+   * the process restarted: the client connections its API held are gone.
+   */
+  startedAtMs: z.number().min(0).optional(),
 });
 export type NodeInfo = z.infer<typeof NodeInfoSchema>;
 

@@ -30,7 +30,7 @@ function startCli(args: string[], env: Record<string, string>) {
 
 test("skein with SKEIN_API_KEY and --cors-origin: 401 without the key, 200 with it, page public, foreign origin 403", async () => {
   const home = mkdtempSync(path.join(os.tmpdir(), "skein-access-"));
-  const cli = startCli(["--port", "0", "--home", home, "--cors-origin", "http://app.example:8080", "--log-level", "warn"], { SKEIN_API_KEY: KEY });
+  const cli = startCli(["--port", "0", "--cluster-port", "0", "--no-discovery", "--home", home, "--cors-origin", "http://app.example:8080", "--log-level", "warn"], { SKEIN_API_KEY: KEY });
   try {
     const url = await cli.url;
     const missing = await fetch(`${url}/state`);

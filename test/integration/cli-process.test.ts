@@ -45,7 +45,7 @@ test("SIGTERM mid-stream cancels the request, stops runners and exits 0", async 
     card,
     JSON.stringify({ id: FAKE_MODEL_ID, layerCount: 4, engineModule: fileURLToPath(FAKE_ENGINE_MODULE), engineOptions: { tokenDelayMs: 5 } }),
   );
-  const cli = startCli(["--port", "0", "--home", home, "--model-card", card, "--log-level", "warn"]);
+  const cli = startCli(["--port", "0", "--cluster-port", "0", "--no-discovery", "--home", home, "--model-card", card, "--log-level", "warn"]);
   try {
     const url = await cli.url;
     const response = await postChat(url, chatBody({ stream: true }));

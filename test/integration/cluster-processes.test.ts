@@ -1,0 +1,157 @@
+// Three `skein` processes as users start them on one machine (distinct ports and homes, --peer, no
+// multicast) form one cluster; kill -9 of the master gives a new master within seconds with the
+// instance still there; kill -9 of the node running a request ends that request with an error —
+// nothing hangs — and the cluster serves the next one.
+import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chatBody, FAKE_ENGINE_MODULE, FAKE_MODEL_ID, postChat, sseData } from "../support/test-node.ts";
+
+const CLI = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
+
+interface CliNode {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly nodeId: string;
+  readonly clusterPort: number;
+  readonly home: string;
+  stderr(): string;
+}
+
+async function startNode(root: string, name: string, peers: readonly CliNode[]): Promise<CliNode> {
+  const home = path.join(root, name);
+  const card = path.join(root, "fake-card.json");
+  const args = ["--port", "0", "--cluster-port", "0", "--no-discovery", "--home", home, "--model-card", card, "--log-level", "warn"];
+  for (const p of peers) args.push("--peer", `127.0.0.1:${p.clusterPort}`);
+  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const started = await new Promise<{ url: string; nodeId: string; clusterPort: number }>((resolve, reject) => {
+    let stdout = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      stdout += d.toString();
+      const match = /serving on (http:\/\/\S+) \(node (\S+), cluster port (\d+)\)/.exec(stdout);
+      if (match !== null) resolve({ url: match[1]!, nodeId: match[2]!, clusterPort: Number(match[3]) });
+    });
+    child.once("exit", (code) => reject(new Error(`skein ${name} exited early (${code}): ${stderr}`)));
+  });
+  return { child, home, ...started, stderr: () => stderr };
+}
+
+interface StateJson {
+  master_node_id: string | null;
+  cluster_id: string | null;
+  members: string[];
+  nodes: Record<string, unknown>;
+  instances: Record<string, { instanceId: string; shards: { nodeId: string }[] }>;
+  tasks: Record<string, { status: string }>;
+}
+
+async function stateOf(node: CliNode): Promise<StateJson | null> {
+  try {
+    const response = await fetch(`${node.url}/state`, { signal: AbortSignal.timeout(2_000) });
+    return (await response.json()) as StateJson;
+  } catch {
+    return null;
+  }
+}
+
+async function waitUntil(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<number> {
+  const startedAt = Date.now();
+  while (Date.now() - startedAt < timeoutMs) {
+    if (await check()) return Date.now() - startedAt;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+async function formed(nodes: readonly CliNode[], count: number): Promise<boolean> {
+  const states = await Promise.all(nodes.map(stateOf));
+  return states.every((s) => s !== null && s.members.length === count && Object.keys(s.nodes).length === count && s.master_node_id !== null && s.master_node_id === states[0]!.master_node_id);
+}
+
+test("three skein processes with --peer form a cluster; kill -9 of the master and of a serving node are survived", async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), "skein-cluster-"));
+  writeFileSync(
+    path.join(root, "fake-card.json"),
+    JSON.stringify({ id: FAKE_MODEL_ID, layerCount: 4, engineModule: fileURLToPath(FAKE_ENGINE_MODULE), engineOptions: { tokenDelayMs: 20 } }),
+  );
+  const nodes: CliNode[] = [];
+  try {
+    for (const name of ["a", "b", "c"]) nodes.push(await startNode(root, name, nodes));
+    await waitUntil("one cluster of three", 20_000, () => formed(nodes, 3));
+
+    // Kill -9 the master: the other two elect a new one and keep the cluster's State.
+    const before = (await stateOf(nodes[0]!))!;
+    const master = nodes.find((n) => n.nodeId === before.master_node_id)!;
+    const survivors = nodes.filter((n) => n !== master);
+    const warm = await postChat(survivors[0]!.url, chatBody({ max_tokens: 2 }));
+    assert.equal(warm.status, 200, await warm.clone().text());
+    await warm.json();
+    const placed = (await stateOf(survivors[0]!))!;
+    const instance = Object.values(placed.instances)[0]!;
+    master.child.kill("SIGKILL");
+    const failoverMs = await waitUntil("a new master", 15_000, async () => {
+      const states = await Promise.all(survivors.map(stateOf));
+      return states.every((s) => s !== null && s.master_node_id !== null && s.master_node_id !== master.nodeId && s.master_node_id === states[0]!.master_node_id);
+    });
+    assert.ok(failoverMs < 10_000, `failover took ${failoverMs} ms`);
+    const afterFailover = (await stateOf(survivors[0]!))!;
+    if (instance.shards.every((s) => s.nodeId !== master.nodeId)) {
+      assert.ok(afterFailover.instances[instance.instanceId], "the instance placed before the failover is still there");
+    }
+    // The next request works (on the old instance, or on one placed again once the dead node timed out).
+    await waitUntil("a request served after the failover", 20_000, async () => {
+      const response = await postChat(survivors[1]!.url, chatBody({ max_tokens: 3 }));
+      if (response.status !== 200) {
+        await response.text();
+        return false;
+      }
+      const body = (await response.json()) as { usage: { completion_tokens: number } };
+      return body.usage.completion_tokens === 3;
+    });
+
+    // The killed node comes back with its home: it rejoins the same cluster (three members again).
+    const restarted = await startNode(root, path.basename(master.home), survivors);
+    assert.equal(restarted.nodeId, master.nodeId, "a node keeps its id across restarts");
+    nodes.push(restarted);
+    const three = [...survivors, restarted];
+    await waitUntil("the restarted node back in the cluster", 30_000, () => formed(three, 3));
+
+    // Kill -9 the node that runs the next request, mid-stream, asked through another node.
+    const now = (await stateOf(survivors[0]!))!;
+    const serving = Object.values(now.instances)[0]!.shards[0]!.nodeId;
+    const victim = three.find((n) => n.nodeId === serving)!;
+    const asker = three.find((n) => n !== victim)!;
+    {
+      const response = await postChat(asker.url, chatBody({ stream: true, max_tokens: 5_000 }));
+      const stream = sseData(response);
+      await stream.next();
+      victim.child.kill("SIGKILL");
+      const endedAt = Date.now();
+      const rest: unknown[] = [];
+      try {
+        for await (const item of stream) rest.push(item);
+      } catch {
+        // a cut connection is an answer too; a hang is not
+      }
+      const error = rest.find((x) => typeof x === "object" && x !== null && "error" in x);
+      assert.ok(error !== undefined || rest.length === 0, `the stream ended with an error (${Date.now() - endedAt} ms after the kill)`);
+      const others = three.filter((n) => n !== victim);
+      await waitUntil("the task gone and the next request served", 30_000, async () => {
+        const response = await postChat(others[0]!.url, chatBody({ max_tokens: 2 }));
+        const ok = response.status === 200;
+        await response.text();
+        return ok;
+      });
+    }
+  } finally {
+    for (const n of nodes) n.child.kill("SIGKILL");
+    rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,117 @@
+// Three real nodes in this process (real HTTP, real TCP links on loopback, real election, real runner
+// processes serving the FakeEngine test double), joined with --peer addresses: they form one
+// cluster, any node's API serves, a cancel from a follower's client stops the runner, and when the
+// master stops another takes over with the instance still there.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type { NodeClusterOptions } from "../../src/node/node.ts";
+import type { NodeId } from "../../src/shared/ids.ts";
+import type { State } from "../../src/shared/state.ts";
+import type { TestNode } from "../support/test-node.ts";
+import { chatBody, FAKE_MODEL_ID, postChat, sseData, startTestNode, waitForState } from "../support/test-node.ts";
+
+/** Fast timings so the test takes seconds, not minutes. */
+const FAST: NodeClusterOptions = {
+  raft: { electionTimeoutMinMs: 300, electionTimeoutMaxMs: 600, heartbeatIntervalMs: 50 },
+  nodeTimeoutMs: 2_000,
+  aloneTimeoutMs: 30_000,
+  linkHeartbeatMs: 200,
+  linkTimeoutMs: 1_000,
+};
+
+async function startCluster(count: number): Promise<TestNode[]> {
+  const nodes: TestNode[] = [];
+  for (let i = 0; i < count; i++) {
+    const peers = nodes.map((n) => ({ host: "127.0.0.1", port: n.node.clusterPort }));
+    nodes.push(await startTestNode({ engineOptions: { tokenDelayMs: 20 }, node: { cluster: { ...FAST, peers } } }));
+  }
+  return nodes;
+}
+
+function formed(count: number): (s: State) => boolean {
+  return (s) => s.members.length === count && Object.keys(s.nodes).length === count && s.masterNodeId !== null;
+}
+
+async function stopAll(nodes: readonly TestNode[]): Promise<void> {
+  await Promise.all(nodes.map((n) => n.stop().catch(() => {})));
+}
+
+test("three nodes joined by --peer form one cluster with one master and the same State", async () => {
+  const nodes = await startCluster(3);
+  try {
+    for (const n of nodes) await n.waitFor(formed(3), "three members and three nodes", 15_000);
+    const masters = new Set(nodes.map((n) => n.state().masterNodeId));
+    assert.equal(masters.size, 1, "every node names the same master");
+    const clusterIds = new Set(nodes.map((n) => n.state().clusterId));
+    assert.equal(clusterIds.size, 1, "one cluster");
+    const leaders = nodes.filter((n) => n.node.replicated.role === "leader");
+    assert.equal(leaders.length, 1);
+    assert.equal(leaders[0]!.node.nodeId, [...masters][0]);
+  } finally {
+    await stopAll(nodes);
+  }
+});
+
+test("a follower's API serves a request, and its client's cancel stops the runner on another node", async () => {
+  const nodes = await startCluster(3);
+  try {
+    for (const n of nodes) await n.waitFor(formed(3), "cluster formed", 15_000);
+    const follower = nodes.find((n) => n.node.replicated.role !== "leader")!;
+    const complete = await postChat(follower.url, chatBody({ max_tokens: 5 }));
+    assert.equal(complete.status, 200);
+    const body = (await complete.json()) as { choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
+    assert.equal(body.usage.completion_tokens, 5);
+
+    const abort = new AbortController();
+    const streaming = await postChat(follower.url, chatBody({ stream: true, max_tokens: 2_000 }), abort.signal);
+    let chunks = 0;
+    for await (const data of sseData(streaming)) {
+      if (data !== "[DONE]") chunks++;
+      if (chunks === 3) break;
+    }
+    abort.abort();
+    for (const n of nodes) {
+      await n.waitFor(
+        (s) => Object.keys(s.tasks).length === 0 && Object.values(s.runners).every((r) => r.status.kind === "Ready"),
+        "task cancelled and deleted, runner Ready again, on every node",
+        10_000,
+      );
+    }
+    const cancelled = follower.events.find((e) => e.event.type === "TaskStatusUpdated" && e.event.status === "Cancelled");
+    assert.ok(cancelled, "the follower saw the task Cancelled");
+  } finally {
+    await stopAll(nodes);
+  }
+});
+
+test("when the master stops, a new master takes over within seconds, the instance is still there and serves", async () => {
+  const nodes = await startCluster(3);
+  try {
+    for (const n of nodes) await n.waitFor(formed(3), "cluster formed", 15_000);
+    const first = nodes.find((n) => n.node.replicated.role !== "leader")!;
+    const warm = await postChat(first.url, chatBody({ max_tokens: 2 }));
+    assert.equal(warm.status, 200);
+    await warm.json();
+    const instanceNode = Object.values(first.state().instances)[0]!.shards[0]!.nodeId;
+    const master = nodes.find((n) => n.node.replicated.role === "leader")!;
+    const survivors = nodes.filter((n) => n !== master);
+    const oldMaster: NodeId = master.node.nodeId;
+    const stoppedAt = Date.now();
+    await master.stop();
+    for (const n of survivors) {
+      await waitForState(n.node, (s) => s.masterNodeId !== null && s.masterNodeId !== oldMaster, "a new master", 10_000);
+    }
+    const failoverMs = Date.now() - stoppedAt;
+    assert.ok(failoverMs < 10_000, `failover took ${failoverMs} ms`);
+    const survivor = survivors.find((n) => n.node.nodeId !== instanceNode) ?? survivors[0]!;
+    // The instance survives if its node did; otherwise it is placed again once the old master times out.
+    await survivor.waitFor((s) => Object.values(s.instances).some((i) => i.modelId === FAKE_MODEL_ID && i.shards.every((x) => x.nodeId !== oldMaster)), "an instance on a live node", 15_000);
+    const after = await postChat(survivor.url, chatBody({ max_tokens: 3 }));
+    assert.equal(after.status, 200);
+    const body = (await after.json()) as { usage: { completion_tokens: number } };
+    assert.equal(body.usage.completion_tokens, 3);
+    await survivor.waitFor((s) => s.members.length === 2 && s.nodes[oldMaster] === undefined, "the stopped master removed", 15_000);
+  } finally {
+    await stopAll(nodes);
+  }
+});
