@@ -407,6 +407,10 @@ function onReceive<P, S>(
   out: RaftOutput<P, S>[],
 ): RaftState<P, S> {
   let s = state;
+  // Leader stickiness (thesis §4.2.3): while this node hears from a leader, a vote request for a newer
+  // term is ignored, so a server removed from the configuration that does not know it (and keeps
+  // campaigning) cannot depose a working leader, with or without pre-vote.
+  if (message.type === "RequestVote" && message.term > s.term && leaderAlive(config, s, nowMs)) return s;
   // A pre-vote asks about a term nobody is in yet: it must not raise anyone's term.
   if (message.term > s.term && message.type !== "PreVote") {
     // A newer term: whatever this node was, it is now a follower of that term with no vote cast.
@@ -415,8 +419,7 @@ function onReceive<P, S>(
   switch (message.type) {
     case "PreVote": {
       const upToDate = message.lastLogTerm > lastLogTerm(s) || (message.lastLogTerm === lastLogTerm(s) && message.lastLogIndex >= lastLogIndex(s));
-      const leaderAlive = s.role === "leader" || (s.leaderId !== null && nowMs - s.leaderContactMs < config.electionTimeoutMinMs);
-      const granted = message.term > s.term && upToDate && !leaderAlive;
+      const granted = message.term > s.term && upToDate && !leaderAlive(config, s, nowMs);
       out.push({ type: "send", to: from, message: { type: "PreVoteReply", term: s.term, forTerm: message.term, granted } });
       return s;
     }
@@ -438,6 +441,11 @@ function onReceive<P, S>(
     default:
       return assertNever(message);
   }
+}
+
+/** This node leads, or heard from its leader less than a minimum election timeout ago. */
+function leaderAlive<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number): boolean {
+  return s.role === "leader" || (s.leaderId !== null && nowMs - s.leaderContactMs < config.electionTimeoutMinMs);
 }
 
 function onRequestVote<P, S>(

@@ -246,7 +246,13 @@ test("a non-voter never campaigns but follows a leader and grants votes", () => 
   const appended = step(cfgD, d, { type: "receive", from: A, message: { type: "AppendEntries", term: 3, seq: 1, prevIndex: -1, prevTerm: 0, entries: entries([3, "noop"]), leaderCommit: 0 } }, 10);
   assert.deepEqual(sends(appended.outputs)[0]!.message, { type: "AppendEntriesReply", term: 3, seq: 1, success: true, matchIndex: 0 });
   assert.equal(appended.state.leaderId, A);
-  const vote = step(cfgD, appended.state, { type: "receive", from: B, message: { type: "RequestVote", term: 4, lastLogIndex: 0, lastLogTerm: 3 } }, 20);
+  const request = { type: "RequestVote", term: 4, lastLogIndex: 0, lastLogTerm: 3 } as const;
+  // Within a minimum election timeout of hearing the leader, a vote request is ignored (stickiness)...
+  const early = step(cfgD, appended.state, { type: "receive", from: B, message: request }, 20);
+  assert.deepEqual(early.outputs, []);
+  assert.equal(early.state.term, 3);
+  // ...after it, granted like any node would.
+  const vote = step(cfgD, appended.state, { type: "receive", from: B, message: request }, 10 + 150);
   assert.deepEqual(sends(vote.outputs)[0]!.message, { type: "RequestVoteReply", term: 4, granted: true });
 });
 
@@ -281,4 +287,21 @@ test("without configOf the voters stay fixed whatever the log holds", () => {
   const cfg = config(A, [A, B, C], { configOf: undefined, configOfSnapshot: undefined });
   const s = restoredRaftState(initialRaftState(cfg, empty, 1, 0), { term: 1, votedFor: null, snapshot: empty, log: entries([1, cfgEntry([A])]) }, cfg);
   assert.deepEqual(s.voters, [A, B, C]);
+});
+
+test("a removed node that keeps campaigning without pre-vote cannot depose a working leader", () => {
+  const net = threeNodeCluster();
+  net.run(A, { type: "propose", payloads: [cfgEntry([A, B])] });
+  net.deliver([C]);
+  assert.equal(configChangePending(net.s(A)), false);
+  // c never learned of its removal and campaigns with a raised term (as with preVote: false).
+  const request = { type: "RequestVote", term: 7, lastLogIndex: 5, lastLogTerm: 1 } as const;
+  for (const id of [A, B]) {
+    const before = net.s(id);
+    const outputs = net.run(id, { type: "receive", from: C, message: request });
+    assert.deepEqual(outputs, [], `${id} ignores it`);
+    assert.equal(net.s(id).term, before.term);
+    assert.equal(net.s(id).role, before.role);
+  }
+  assert.equal(net.s(A).role, "leader");
 });

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { spawn } from "node:child_process";
 import { after, test } from "node:test";
 import type { SkeinHardState } from "../../src/election/raft-store.ts";
 import { RAFT_ENTRIES_FILE, RAFT_SNAPSHOT_FILE, RAFT_TERM_VOTE_FILE, RaftStore } from "../../src/election/raft-store.ts";
@@ -15,6 +16,7 @@ import type { NodeId, TaskId } from "../../src/shared/ids.ts";
 import type { State } from "../../src/shared/state.ts";
 import { emptyState } from "../../src/shared/state.ts";
 import type { IndexedEvent } from "../../src/shared/types.ts";
+import { hardAtStep } from "./fixtures/store-history.ts";
 
 const dirs: string[] = [];
 after(() => {
@@ -304,4 +306,35 @@ test("persist cost per entry, one ChunkGenerated per persist (printed; bounded l
   console.log(`raft-store: with fsyncIntervalMs 0, ${strictUs.toFixed(0)} µs per persist of one entry (${strict.stats.fdatasyncs} fdatasyncs)`);
   assert.equal(strict.stats.fdatasyncs, STRICT_COUNT);
   await strict.close();
+});
+
+test("kill -9 of a persisting process: a restart reads back the state of a step at or after the last one it reported", async () => {
+  const dir = freshDir();
+  const fixture = join(import.meta.dirname, "fixtures", "persist-until-killed.ts");
+  const child = spawn(process.execPath, ["--import", "tsx", fixture, dir], { stdio: ["ignore", "pipe", "inherit"] });
+  let reportedStep = -1;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("the writer reported no progress within 30 s")), 30_000);
+      child.stdout.setEncoding("utf8");
+      child.stdout.on("data", (text: string) => {
+        reportedStep = Number(text.trim().split("\n").at(-1));
+        // Past two term changes and several compactions.
+        if (reportedStep >= 1_600) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.on("exit", (code) => reject(new Error(`the writer exited early (${code})`)));
+    });
+  } finally {
+    child.kill("SIGKILL");
+  }
+  await new Promise((resolve) => child.once("close", resolve));
+  const opened = RaftStore.open(dir);
+  assert.equal(opened.warning, null, "persist() returns only after whole records are written: nothing torn");
+  const lastIndex = opened.hard?.log.at(-1)?.index ?? -1;
+  assert.ok(lastIndex >= reportedStep, `log ends at ${lastIndex}, the writer had reported step ${reportedStep}`);
+  assertSameHard(opened.hard, hardAtStep(lastIndex), `state of step ${lastIndex}`);
+  await opened.store.close();
 });

@@ -1,5 +1,6 @@
 // Deterministic simulation of election + log replication (TigerBeetle's VOPR habit). One seed drives
-// the cluster size, the fault rates, the workload and every fault event. A safety phase runs with
+// the cluster size, the fault rates, the workload, membership changes (joiners added one at a time by
+// the leader, dead voters — sometimes the live leader — removed) and every fault event. A safety phase runs with
 // drops, duplicates, reordering, partitions and crashes (the leader included); a liveness phase
 // heals everything and requires one leader and full convergence within a tick budget. Checkers run
 // after every step (see sim-cluster.ts). Replay one seed with SKEIN_SEED=<seed>.
@@ -7,6 +8,10 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Prng } from "../../src/election/prng.ts";
 import { lastLogIndex } from "../../src/election/raft.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { SimOptions } from "./sim-cluster.ts";
 import { hashState, SimCluster } from "./sim-cluster.ts";
 
 const SAFETY_PHASE_MS = 8_000;
@@ -21,9 +26,14 @@ export interface SeedResult {
   readonly committed: number;
   readonly convergedAfterMs: number;
   readonly finalStateHash: string;
+  readonly joinsProposed: number;
+  readonly removalsProposed: number;
+  readonly configsCommitted: number;
+  /** Voters of the final configuration. */
+  readonly finalVoterCount: number;
 }
 
-export function runSeed(seed: number): SeedResult {
+export function runSeed(seed: number, extra: Partial<SimOptions> = {}): SeedResult {
   const setup = new Prng(seed);
   const nodeCount = 3 + setup.int(5);
   const faults = {
@@ -43,7 +53,9 @@ export function runSeed(seed: number): SeedResult {
     bounce: setup.next() * 0.02,
   };
   const preVote = setup.chance(0.5);
-  const sim = new SimCluster({ seed, nodeCount, faults, config: { preVote } });
+  const joinerCount = setup.int(3);
+  const membershipRate = setup.next() * 0.01;
+  const sim = new SimCluster({ seed, nodeCount, joinerCount, faults, config: { preVote }, ...extra });
   const { prng } = sim;
   const ids = sim.nodes.map((n) => n.id);
 
@@ -51,6 +63,7 @@ export function runSeed(seed: number): SeedResult {
   while (sim.nowMs < SAFETY_PHASE_MS) {
     sim.advance();
     if (prng.chance(rates.propose)) sim.propose(prng.pick(sim.nodes), 1 + prng.int(3));
+    if (prng.chance(membershipRate)) sim.changeMembership(0.2);
     if (prng.chance(rates.partition)) {
       const shuffled = [...ids].sort(() => prng.next() - 0.5);
       const cut = 1 + prng.int(ids.length - 1);
@@ -88,7 +101,19 @@ export function runSeed(seed: number): SeedResult {
     converged = sim.converged();
   }
   sim.checkFinalStates();
-  return { seed, nodeCount, committed: sim.committedCount, convergedAfterMs: sim.nowMs - healedAtMs, finalStateHash: hashState(sim.nodes[0]!.replica) };
+  void sim.closeStores();
+  const leader = sim.leader()!;
+  return {
+    seed,
+    nodeCount,
+    committed: sim.committedCount,
+    convergedAfterMs: sim.nowMs - healedAtMs,
+    finalStateHash: hashState(leader.replica),
+    joinsProposed: sim.stats.joinsProposed,
+    removalsProposed: sim.stats.removalsProposed,
+    configsCommitted: sim.stats.configsCommitted,
+    finalVoterCount: leader.raft.voters.length,
+  };
 }
 
 test("simulation: many seeds, faults then healing, all checkers hold", () => {
@@ -111,15 +136,40 @@ test("simulation: many seeds, faults then healing, all checkers hold", () => {
   }
   const convergedMsMax = Math.max(...results.map((r) => r.convergedAfterMs));
   const committedMin = Math.min(...results.map((r) => r.committed));
+  const joins = results.reduce((sum, r) => sum + r.joinsProposed, 0);
+  const removals = results.reduce((sum, r) => sum + r.removalsProposed, 0);
+  const configsCommitted = results.reduce((sum, r) => sum + r.configsCommitted, 0);
   console.log(
     `simulation: ${results.length} seeds (${baseSeed}..${(baseSeed + results.length - 1) >>> 0}) in ${Date.now() - startedAt} ms; ` +
-      `committed per seed ≥ ${committedMin}; converged within ${convergedMsMax} simulated ms of healing`,
+      `committed per seed ≥ ${committedMin}; converged within ${convergedMsMax} simulated ms of healing; ` +
+      `membership: ${joins} joins and ${removals} removals proposed, ${configsCommitted} committed, final voters ${Math.min(...results.map((r) => r.finalVoterCount))}..${Math.max(...results.map((r) => r.finalVoterCount))}`,
   );
   assert.ok(results.length >= (fixed === undefined ? 10 : 1), `only ${results.length} seeds ran within the budget`);
   assert.ok(results.every((r) => r.committed > 0), "a seed committed nothing");
+  if (fixed === undefined) assert.ok(joins > 0 && removals > 0, `the sweep changed no membership (${joins} joins, ${removals} removals)`);
 });
 
 test("simulation: one seed replays exactly", () => {
   const seed = Number(process.env.SKEIN_SEED ?? 12345);
   assert.deepEqual(runSeed(seed), runSeed(seed));
+});
+
+test("simulation on disk: every node persists through RaftStore, every restart reads its hard state back", async () => {
+  const baseSeed = Number(process.env.SKEIN_SEED ?? Math.floor(Math.random() * 2 ** 31));
+  console.log(`on-disk simulation base seed ${baseSeed} (replay: SKEIN_SEED=${baseSeed})`);
+  const SEED_COUNT = 4;
+  for (let i = 0; i < SEED_COUNT; i++) {
+    const seed = (baseSeed + i) >>> 0;
+    const storeDir = mkdtempSync(join(tmpdir(), "skein-sim-store-"));
+    try {
+      const onDisk = runSeed(seed, { storeDir });
+      // The disk changes nothing: the same seed in memory ends in the same place.
+      assert.deepEqual(onDisk, runSeed(seed), `seed ${seed}: on disk and in memory differ`);
+    } catch (error) {
+      console.log(`ON-DISK SIMULATION FAILED with seed ${seed}: replay with SKEIN_SEED=${seed}`);
+      throw error;
+    } finally {
+      rmSync(storeDir, { recursive: true, force: true });
+    }
+  }
 });

@@ -8,13 +8,15 @@ import { RaftDriver, restoredRaftState } from "../../src/election/driver.ts";
 import { skeinRaftConfig, skeinRaftMessageParser } from "../../src/election/skein-log.ts";
 import { Prng } from "../../src/election/prng.ts";
 import type { LogEntry, RaftConfig, RaftMessage, RaftState, Snapshot } from "../../src/election/raft.ts";
-import { initialRaftState, lastLogIndex } from "../../src/election/raft.ts";
+import { configChangePending, initialRaftState, lastLogIndex, withoutVoter, withVoter } from "../../src/election/raft.ts";
 import type { MessageHandler, PeerHandler, Transport } from "../../src/net/transport.ts";
 import { apply } from "../../src/shared/apply.ts";
 import type { NodeId } from "../../src/shared/ids.ts";
 import type { State } from "../../src/shared/state.ts";
 import { emptyState } from "../../src/shared/state.ts";
 import type { Event, IndexedEvent } from "../../src/shared/types.ts";
+import { join } from "node:path";
+import { RaftStore } from "../../src/election/raft-store.ts";
 import type { NetworkFaults } from "./fake-network.ts";
 import { FakeNetwork } from "./fake-network.ts";
 
@@ -28,10 +30,18 @@ export class SimulationError extends Error {
 
 export interface SimOptions {
   readonly seed: number;
+  /** Voters from the start (a static configuration). */
   readonly nodeCount: number;
+  /** Further nodes that start as non-voters with an empty log, waiting for the leader to add them. */
+  readonly joinerCount?: number;
   readonly faults: NetworkFaults;
   readonly tickMs?: number;
   readonly config?: Partial<Omit<RaftConfig<Payload, State>, "nodeId" | "voterIds">>;
+  /**
+   * Persist through a real RaftStore per node under this directory; a restart reads the hard state
+   * back from disk (the old store abandoned unclosed, as after kill -9) and checks it against memory.
+   */
+  readonly storeDir?: string;
   /** Hash State after every apply and compare across nodes (off for very long logs: end-check only). */
   readonly checkStateEveryApply?: boolean;
 }
@@ -66,6 +76,7 @@ class SimNode {
   crashed = false;
   /** What the persist hook wrote: all a crashed node gets back. */
   persisted: HardState<Payload, State>;
+  store: RaftStore | null = null;
 
   constructor(
     readonly id: NodeId,
@@ -100,7 +111,10 @@ class SimNode {
       onApply: (entries) => this.sim.onApply(this, entries),
       onRestore: (snapshot) => this.sim.onRestore(this, snapshot),
       onRoleChanged: (role, term) => this.sim.onRoleChanged(this, role, term),
-      persist: (hard) => (this.persisted = hard),
+      persist: (hard) => {
+        this.persisted = hard;
+        this.store?.persist(hard);
+      },
     });
     this.driver = driver;
     this.transport = transport;
@@ -133,7 +147,9 @@ export class SimCluster {
   private readonly committed: { term: number; key: string }[] = [];
   private readonly stateHashAt = new Map<number, string>();
   private readonly checkStateEveryApply: boolean;
-  readonly stats = { elections: 0, snapshotsInstalled: 0, snapshotMessages: 0, proposed: 0, refused: 0 };
+  readonly stats = { elections: 0, snapshotsInstalled: 0, snapshotMessages: 0, proposed: 0, refused: 0, joinsProposed: 0, removalsProposed: 0, configsCommitted: 0 };
+  /** Nodes some leader proposed to remove: they may live on with a stale configuration, outside the cluster. */
+  readonly removed = new Set<NodeId>();
   private workloadCounter = 0;
 
   constructor(readonly options: SimOptions) {
@@ -142,11 +158,19 @@ export class SimCluster {
     this.tickMs = options.tickMs ?? 10;
     this.checkStateEveryApply = options.checkStateEveryApply ?? true;
     const ids = Array.from({ length: options.nodeCount }, (_, i) => `n${i}` as NodeId);
+    const joinerIds = Array.from({ length: options.joinerCount ?? 0 }, (_, i) => `n${options.nodeCount + i}` as NodeId);
     const empty: Snapshot<State> = { lastIndex: -1, lastTerm: 0, state: emptyState() };
-    this.nodes = ids.map((id, i) => {
-      const config = simRaftConfig(id, ids, options.config);
+    this.nodes = [...ids, ...joinerIds].map((id, i) => {
+      // A joiner's static configuration leaves it out: it must never elect itself before it is added.
+      const config = simRaftConfig(id, ids.includes(id) ? ids : [], options.config);
       return new SimNode(id, config, this, initialRaftState(config, empty, options.seed + i * 7919, 0));
     });
+    if (options.storeDir !== undefined) for (const n of this.nodes) n.store = RaftStore.open(join(options.storeDir, n.id)).store;
+  }
+
+  /** Closes every node's store (a simulation with storeDir). */
+  async closeStores(): Promise<void> {
+    for (const n of this.nodes) await n.store?.close();
   }
 
   fail(message: string): never {
@@ -199,6 +223,44 @@ export class SimCluster {
     return result.ok;
   }
 
+  /** The live node that leads in the highest term, if any. */
+  leader(): SimNode | undefined {
+    const leaders = this.nodes.filter((n) => !n.crashed && n.raft.role === "leader");
+    return leaders.sort((a, b) => b.raft.term - a.raft.term)[0];
+  }
+
+  /**
+   * What a master does with membership, one change at a time: add a live joiner it can reach, or
+   * remove a voter that is down (the leader itself with probability `removeLeaderChance`).
+   * Returns what it proposed, or null.
+   */
+  changeMembership(removeLeaderChance: number): string | null {
+    const leader = this.leader();
+    if (leader === undefined || configChangePending(leader.raft)) return null;
+    const voters = leader.raft.voters;
+    const joiner = this.nodes.find((n) => !voters.includes(n.id) && !this.removed.has(n.id) && !n.crashed && this.network.connected(leader.id, n.id));
+    if (joiner !== undefined && this.prng.chance(0.5)) {
+      if (!this.proposeMembers(leader, withVoter(voters, joiner.id))) return null;
+      this.stats.joinsProposed++;
+      return `add ${joiner.id}`;
+    }
+    if (voters.length <= 3) return null;
+    const dead = this.nodes.find((n) => voters.includes(n.id) && n.crashed);
+    const victim = dead?.id ?? (this.prng.chance(removeLeaderChance) && voters.includes(leader.id) ? leader.id : undefined);
+    if (victim === undefined) return null;
+    if (!this.proposeMembers(leader, withoutVoter(voters, victim))) return null;
+    this.removed.add(victim);
+    this.stats.removalsProposed++;
+    return `remove ${victim}`;
+  }
+
+  private proposeMembers(leader: SimNode, members: readonly NodeId[]): boolean {
+    const idx = lastLogIndex(leader.raft) + 1;
+    const result = leader.driver.propose([{ idx, atMs: this.nowMs, event: { type: "ClusterMembersChanged", clusterId: "sim", members: [...members] } }]);
+    if (!result.ok) return false;
+    return true;
+  }
+
   private workloadEvent(): Event {
     const k = this.workloadCounter++;
     const nodeId = `w${this.prng.int(8)}` as NodeId;
@@ -226,7 +288,19 @@ export class SimCluster {
   /** Restarts with what Raft keeps on disk (term, vote, snapshot, log); everything else starts over. */
   restart(n: SimNode): void {
     n.crashed = false;
-    const persisted = n.persisted;
+    let persisted = n.persisted;
+    if (this.options.storeDir !== undefined) {
+      // The old store is dropped without a flush: only what persist() wrote counts.
+      const abandoned = n.store;
+      const opened = RaftStore.open(join(this.options.storeDir, n.id));
+      if (opened.warning !== null) this.fail(`${n.id}: store warning on a clean restart: ${opened.warning}`);
+      const fromDisk = opened.hard ?? { term: 0, votedFor: null, snapshot: { lastIndex: -1, lastTerm: 0, state: emptyState() }, log: [] };
+      if (canonicalJson(fromDisk) !== canonicalJson(persisted)) this.fail(`${n.id}: the store read back another hard state than was persisted`);
+      persisted = fromDisk;
+      n.store = opened.store;
+      // Its fd goes once the event loop turns; nothing it does after this point can reach the disk's content.
+      void abandoned?.close().catch(() => {});
+    }
     const fresh = initialRaftState(n.config, persisted.snapshot, this.prng.int(2 ** 31), this.nowMs);
     n.boot(restoredRaftState(fresh, persisted, n.config));
     n.replica = persisted.snapshot.state;
@@ -249,6 +323,7 @@ export class SimCluster {
     if (known === undefined) {
       if (entry.index !== this.committed.length) this.fail(`committed entry ${entry.index} leaves a gap at ${this.committed.length}`);
       this.committed.push({ term: entry.term, key });
+      if (entry.payload.event.type === "ClusterMembersChanged") this.stats.configsCommitted++;
     } else if (known.term !== entry.term || known.key !== key) {
       this.fail(`${n.id} committed a different entry at ${entry.index}: term ${entry.term} vs ${known.term}`);
     }
@@ -273,23 +348,33 @@ export class SimCluster {
 
   // ── liveness ──────────────────────────────────────────────────────────────────────────────────
 
-  /** One leader every live node follows, and every node has applied all of its log. */
+  /**
+   * One leader every live voter of its configuration follows, no configuration change pending, and
+   * every such voter has applied all of the leader's log. Nodes outside the configuration (removed,
+   * or joiners not added yet) are not part of the cluster and need not follow.
+   */
   converged(): { leader: NodeId; commitIndex: number } | null {
-    const live = this.nodes.filter((n) => !n.crashed);
-    const leader = live.find((n) => n.raft.role === "leader");
+    const leader = this.leader();
     if (leader === undefined) return null;
     const last = lastLogIndex(leader.raft);
-    if (leader.raft.commitIndex !== last) return null;
-    for (const n of live) {
+    if (leader.raft.commitIndex !== last || configChangePending(leader.raft)) return null;
+    for (const n of this.members(leader)) {
       if (n.raft.term !== leader.raft.term || n.raft.leaderId !== leader.id) return null;
       if (n.raft.appliedIndex !== last || n.replica.lastIdx !== last) return null;
     }
     return { leader: leader.id, commitIndex: last };
   }
 
-  /** Every live node's State deep-equal (by canonical hash) and at the same idx. */
+  /** The live nodes of `leader`'s configuration. */
+  members(leader: SimNode): SimNode[] {
+    return this.nodes.filter((n) => !n.crashed && leader.raft.voters.includes(n.id));
+  }
+
+  /** Every live member's State deep-equal (by canonical hash) and at the same idx. */
   checkFinalStates(): void {
-    const live = this.nodes.filter((n) => !n.crashed);
+    const leader = this.leader();
+    if (leader === undefined) this.fail("no leader at the end");
+    const live = this.members(leader);
     const first = live[0]!;
     const hash = hashState(first.replica);
     for (const n of live) {
