@@ -3,7 +3,10 @@
 // cluster, any node's API serves, a cancel from a follower's client stops the runner, and when the
 // master stops another takes over with the instance still there.
 import assert from "node:assert/strict";
+import type { Socket } from "node:net";
+import { connect } from "node:net";
 import { test } from "node:test";
+import { encodeFrame } from "../../src/net/frame.ts";
 import type { NodeClusterOptions } from "../../src/node/node.ts";
 import type { NodeId } from "../../src/shared/ids.ts";
 import type { State } from "../../src/shared/state.ts";
@@ -112,6 +115,39 @@ test("when the master stops, a new master takes over within seconds, the instanc
     assert.equal(body.usage.completion_tokens, 3);
     await survivor.waitFor((s) => s.members.length === 2 && s.nodes[oldMaster] === undefined, "the stopped master removed", 15_000);
   } finally {
+    await stopAll(nodes);
+  }
+});
+
+test("a node's cluster port shrugs off garbage, oversize frames, forged hellos and half-open sockets; the cluster still forms", async () => {
+  const nodes = await startCluster(1);
+  const sockets: Socket[] = [];
+  try {
+    const port = nodes[0]!.node.clusterPort;
+    const open = () =>
+      new Promise<Socket>((resolve, reject) => {
+        const socket = connect(port, "127.0.0.1", () => resolve(socket));
+        socket.on("error", () => {});
+        socket.once("error", reject);
+        sockets.push(socket);
+      });
+    (await open()).write(Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const oversize = Buffer.alloc(8);
+    oversize.writeUInt32BE(0xffff_fff0, 0);
+    (await open()).write(oversize);
+    (await open()).write(encodeFrame({ type: "hello", protocolVersion: 999, clusterName: "skein", nodeId: "node-forged", clusterPort: 1, auth: false, nonce: Buffer.alloc(32) }));
+    (await open()).write(encodeFrame({ type: "hello", nodeId: { __proto__: { polluted: true } }, nonce: "x" }));
+    await open(); // says nothing at all
+    // A real node joins all the same, and both serve.
+    const peers = [{ host: "127.0.0.1", port }];
+    nodes.push(await startTestNode({ engineOptions: { tokenDelayMs: 20 }, node: { cluster: { ...FAST, peers } } }));
+    for (const n of nodes) await n.waitFor(formed(2), "a cluster of two despite the garbage", 15_000);
+    assert.equal(({} as { polluted?: boolean }).polluted, undefined, "no prototype was polluted");
+    const response = await postChat(nodes[0]!.url, chatBody({ max_tokens: 2 }));
+    assert.equal(response.status, 200);
+    await response.json();
+  } finally {
+    for (const s of sockets) s.destroy();
     await stopAll(nodes);
   }
 });
