@@ -20,7 +20,12 @@ export const ELECTION_HEARTBEAT_INTERVAL_MS = 250;
 export const REPLICATION_ENTRIES_PER_MESSAGE_MAX = 1_024;
 export const REPLICATION_LOG_TAIL_KEEP = 4_096;
 export const REPLICATION_COMPACTION_BATCH = 4_096;
-export const REPLICATION_LOG_ENTRIES_IN_MEMORY_MAX = 65_536;
+/**
+ * Entries a leader keeps for followers still catching up. Every append copies the log array (the
+ * core's state is immutable), so this bounds the per-event cost too: measured ~60 µs per one-entry
+ * propose at 8k entries and ~400 µs at 65k on the 2-core dev box; beyond it a follower gets a snapshot.
+ */
+export const REPLICATION_LOG_ENTRIES_IN_MEMORY_MAX = 16_384;
 export const REPLICATION_UNCOMMITTED_MAX = 8_192;
 
 /**
