@@ -3,7 +3,7 @@
 // even while the leader keeps taking new events.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { lastLogIndex } from "../../src/election/raft.ts";
+import { configChangePending, lastLogIndex } from "../../src/election/raft.ts";
 import { SimCluster } from "./sim-cluster.ts";
 
 const EVENT_COUNT = 100_000;
@@ -60,4 +60,54 @@ test("a follower 100k events behind catches up by snapshot + tail while load con
     `catch-up: ${sim.committedCount} events, lagger within 1024 entries ${caughtUpAtMs} simulated ms after healing ` +
       `with ${snapshotMessages} snapshot message(s); ${Date.now() - startedAt} ms wall`,
   );
+});
+
+test("a node added to a cluster 100k events in catches up by snapshot + tail and then counts as a voter", () => {
+  const seed = Number(process.env.SKEIN_SEED ?? 4243);
+  const sim = new SimCluster({
+    seed,
+    nodeCount: 3,
+    joinerCount: 1,
+    faults: { dropProbability: 0, duplicateProbability: 0, delayMinMs: 1, delayMaxMs: 5 },
+    config: { entriesPerMessageMax: 512, logTailKeep: 1024, compactionBatch: 1024, logEntriesInMemoryMax: 16_384, uncommittedEntriesMax: 4096 },
+    checkStateEveryApply: false,
+  });
+  while (sim.converged() === null) {
+    sim.advance();
+    assert.ok(sim.nowMs < 5_000, `seed ${seed}: no leader`);
+  }
+  const leader = sim.leader()!;
+  const joiner = sim.nodes.find((n) => !leader.raft.voters.includes(n.id))!;
+  while (sim.committedCount < EVENT_COUNT) {
+    sim.propose(leader, 512);
+    sim.advance();
+  }
+  assert.equal(joiner.raft.appliedIndex, -1, "a non-voter hears nothing before it is added");
+  assert.equal(joiner.raft.role, "follower");
+  assert.equal(joiner.raft.term, 0, "and never campaigned");
+
+  const snapshotMessagesBefore = sim.stats.snapshotMessages;
+  // changeMembership adds with even odds per call (three voters: nothing to remove).
+  let change: string | null = null;
+  for (let attempt = 0; attempt < 64 && change === null; attempt++) change = sim.changeMembership(0);
+  assert.equal(change, `add ${joiner.id}`);
+  const addedAtMs = sim.nowMs;
+  // Under load until the joiner is within one message of the leader...
+  while (!leader.raft.voters.includes(joiner.id) || leader.raft.commitIndex - joiner.raft.appliedIndex > 512) {
+    sim.propose(leader, 8);
+    sim.advance();
+    assert.ok(sim.nowMs - addedAtMs < 5_000, `seed ${seed}: the joiner did not catch up under load`);
+  }
+  const caughtUpMs = sim.nowMs - addedAtMs;
+  // ...then the load stops and all four converge.
+  while (sim.converged() === null) {
+    sim.advance();
+    assert.ok(sim.nowMs - addedAtMs < 10_000, `seed ${seed}: no convergence after the join`);
+  }
+  assert.ok(!configChangePending(leader.raft), "the change committed");
+  assert.deepEqual(joiner.raft.voters, leader.raft.voters);
+  const snapshotMessages = sim.stats.snapshotMessages - snapshotMessagesBefore;
+  assert.ok(snapshotMessages >= 1 && snapshotMessages <= 3, `${snapshotMessages} snapshot messages`);
+  sim.checkFinalStates();
+  console.log(`join: a node added after ${EVENT_COUNT} events came within 512 entries ${caughtUpMs} simulated ms later with ${snapshotMessages} snapshot message(s)`);
 });
