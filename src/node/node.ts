@@ -110,8 +110,9 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   if (opened.warning !== null) logger.warn({ warning: opened.warning }, "replicated log had a damaged part; it was dropped");
   const store = opened.store;
   const secret = clusterOptions.secret ?? null;
+  const secretBytes = secret === null ? null : Buffer.from(secret, "utf8");
   const transport = await NetTransport.start({
-    identity: { nodeId, clusterName: clusterOptions.name ?? "skein", clusterPort: options.clusterPort, secret: secret === null ? null : Buffer.from(secret, "utf8") },
+    identity: { nodeId, clusterName: clusterOptions.name ?? "skein", clusterPort: options.clusterPort, secret: secretBytes },
     logger: logger.child({ component: "net" }),
     listenHost: clusterOptions.listenHost ?? "127.0.0.1",
     staticPeers: clusterOptions.peers ?? [],
@@ -158,6 +159,15 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     threads: options.threads,
     contextSize: options.contextSize,
     ...(options.taskTimeouts === undefined ? {} : { taskTimeouts: options.taskTimeouts }),
+    // Pipeline stages link runner to runner, authenticated like node links, at the address this
+    // node's link to that node comes from (known to reach it), else the first one it reported.
+    stageLink: { clusterName: clusterOptions.name ?? "skein", secret: secretBytes, listenHost: clusterOptions.listenHost ?? "127.0.0.1" },
+    nodeHost: (peerId, state) => {
+      if (peerId === nodeId) return "127.0.0.1";
+      const linked = transport.peerLinks().find((l) => l.nodeId === peerId)?.remoteAddress;
+      if (linked !== undefined) return linked.replace(/^::ffff:/, "");
+      return state.nodes[peerId]?.addresses[0] ?? null;
+    },
   });
   worker.start();
 

@@ -1,7 +1,8 @@
-// Three `skein` processes as users start them on one machine (distinct ports and homes, --peer, no
-// multicast) form one cluster; kill -9 of the master gives a new master within seconds with the
-// instance still there; kill -9 of the node running a request ends that request with an error —
-// nothing hangs — and the cluster serves the next one.
+// `skein` processes as users start them on one machine (distinct ports and homes, --peer, no
+// multicast). Three form one cluster; kill -9 of the master gives a new master within seconds with
+// the instance still there; kill -9 of the node running a request ends that request with an error —
+// nothing hangs — and the cluster serves the next one. Two split a GGUF model into a pipeline that
+// answers exactly as one node does, and a cancel stops both stages.
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { spawn } from "node:child_process";
@@ -10,6 +11,8 @@ import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { GgmlType } from "../../src/engine/gguf/ggml-types.ts";
+import { writeModelFixture } from "../support/gguf-model-fixture.ts";
 import { chatBody, FAKE_ENGINE_MODULE, FAKE_MODEL_ID, postChat, sseData } from "../support/test-node.ts";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
@@ -23,10 +26,10 @@ interface CliNode {
   stderr(): string;
 }
 
-async function startNode(root: string, name: string, peers: readonly CliNode[]): Promise<CliNode> {
+async function startNode(root: string, name: string, peers: readonly CliNode[], cards: readonly string[] = [path.join(root, "fake-card.json")]): Promise<CliNode> {
   const home = path.join(root, name);
-  const card = path.join(root, "fake-card.json");
-  const args = ["--port", "0", "--cluster-port", "0", "--no-discovery", "--home", home, "--model-card", card, "--log-level", "warn"];
+  const args = ["--port", "0", "--cluster-port", "0", "--no-discovery", "--home", home, "--log-level", "warn"];
+  for (const card of cards) args.push("--model-card", card);
   for (const p of peers) args.push("--peer", `127.0.0.1:${p.clusterPort}`);
   const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
@@ -48,7 +51,8 @@ interface StateJson {
   cluster_id: string | null;
   members: string[];
   nodes: Record<string, unknown>;
-  instances: Record<string, { instanceId: string; shards: { nodeId: string }[] }>;
+  instances: Record<string, { instanceId: string; modelId: string; shards: { nodeId: string; runnerId: string }[] }>;
+  runners: Record<string, { status: { kind: string } }>;
   tasks: Record<string, { status: string }>;
 }
 
@@ -150,6 +154,69 @@ test("three skein processes with --peer form a cluster; kill -9 of the master an
         return ok;
       });
     }
+  } finally {
+    for (const n of nodes) n.child.kill("SIGKILL");
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("two skein processes split a GGUF model into a pipeline: same greedy answer as one node; a cancel stops both stages", async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), "skein-pipeline-cli-"));
+  const modelPath = path.join(root, "model.gguf");
+  const layerCount = 6;
+  writeModelFixture(modelPath, {
+    arch: "qwen2",
+    vocab: "tiny",
+    nLayer: layerCount,
+    nEmbd: 128,
+    nHead: 4,
+    nHeadKv: 2,
+    nFf: 256,
+    contextLength: 1024,
+    tensorType: GgmlType.Q8_0,
+    tiedOutput: true,
+    seed: 11,
+  });
+  const cards = ["whole", "split"].map((id) => {
+    const file = path.join(root, `${id}.json`);
+    writeFileSync(file, JSON.stringify({ id, layerCount, sizeBytes: 1024 * 1024, contextLength: 1024, path: modelPath }));
+    return file;
+  });
+  const nodes: CliNode[] = [];
+  try {
+    for (const name of ["a", "b"]) nodes.push(await startNode(root, name, nodes, cards));
+    await waitUntil("one cluster of two", 20_000, () => formed(nodes, 2));
+    const [a, b] = nodes as [CliNode, CliNode];
+    for (const [model, minNodes] of [["whole", 1], ["split", 2]] as const) {
+      const placed = await fetch(`${a.url}/instance`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model, min_nodes: minNodes, sharding: "pipeline" }) });
+      assert.equal(placed.status, 200, await placed.clone().text());
+      await placed.json();
+    }
+    const state = (await stateOf(a))!;
+    const split = Object.values(state.instances).find((i) => i.modelId === "split")!;
+    assert.equal(new Set(split.shards.map((s) => s.nodeId)).size, 2, "the split instance spans both nodes");
+
+    const ask = async (node: CliNode, model: string) => {
+      const response = await postChat(node.url, JSON.stringify({ model, messages: [{ role: "user", content: "Tell me about foxes." }], max_tokens: 16, temperature: 0 }));
+      assert.equal(response.status, 200, await response.clone().text());
+      return ((await response.json()) as { choices: { message: { content: string } }[] }).choices[0]!.message.content;
+    };
+    const one = await ask(a, "whole");
+    assert.equal(await ask(b, "split"), one, "the pipeline over two processes answers exactly as one node");
+
+    const abort = new AbortController();
+    const streaming = await postChat(b.url, JSON.stringify({ model: "split", messages: [{ role: "user", content: "Go on forever." }], max_tokens: 900, stream: true }), abort.signal);
+    let chunks = 0;
+    for await (const data of sseData(streaming)) {
+      if (data !== "[DONE]") chunks++;
+      if (chunks === 3) break;
+    }
+    abort.abort();
+    await waitUntil("the task gone and both stages Ready", 10_000, async () => {
+      const s = await stateOf(a);
+      return s !== null && Object.keys(s.tasks).length === 0 && split.shards.every((shard) => s.runners[shard.runnerId]?.status.kind === "Ready");
+    });
+    assert.equal(await ask(a, "split"), one, "the pipeline serves again at once");
   } finally {
     for (const n of nodes) n.child.kill("SIGKILL");
     rmSync(root, { recursive: true, force: true });
