@@ -293,7 +293,10 @@ test("persist cost per entry, one ChunkGenerated per persist (printed; bounded l
   );
   assert.ok(perEntryUs < 1_000, `${perEntryUs} µs per entry: not thousands per second`);
   await store.close();
+  const openStarted = process.hrtime.bigint();
   const back = RaftStore.open(dir).hard;
+  const openMs = Number(process.hrtime.bigint() - openStarted) / 1e6;
+  console.log(`raft-store: open() read back ${back?.log.length} entries (+ snapshot) in ${openMs.toFixed(0)} ms`);
   assert.equal(back?.log.at(-1)?.index, ENTRY_COUNT - 1);
 
   // The strict mode for comparison: an fdatasync inside every persist.
