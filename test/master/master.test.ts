@@ -538,15 +538,18 @@ test("restart from the log keeps instances and removes the tasks whose clients d
 
 // ── cluster events ──────────────────────────────────────────────────────────────────────────────
 
-test("NodeTimedOut deletes the node's instances and removes the tasks of its clients", () => {
+test("NodeTimedOut deletes the node's instances, places them again on the nodes left, and removes the tasks of its clients", () => {
   const h = startMaster();
   const otherInstance = addInstance(h, OTHER, "model-y" as ModelId);
   addInstance(h, SELF);
   h.master.handleCommand(textGeneration("from-other", OTHER));
   h.master.handleCommand(textGeneration("on-other", SELF, "model-y" as ModelId));
   const events = h.master.handleClusterEvent({ type: "NodeTimedOut", nodeId: OTHER });
-  assert.deepEqual(types(events), ["NodeTimedOut", "TaskStatusUpdated", "TaskDeleted"]);
+  assert.deepEqual(types(events), ["NodeTimedOut", "TaskStatusUpdated", "TaskDeleted", "InstanceCreated"]);
   assert.equal(h.master.state.instances[otherInstance], undefined);
+  const replaced = Object.values(h.master.state.instances).filter((i) => i.modelId === "model-y");
+  assert.equal(replaced.length, 1, "the lost model is placed again");
+  assert.ok(replaced[0]!.shards.every((x) => x.nodeId === SELF), "on the node that is left");
   assert.equal(h.master.state.nodes[OTHER], undefined);
   assert.equal(taskOf(h, "from-other"), undefined);
   assert.equal(mustTask(h, "on-other").failureCode, "instance_deleted");
