@@ -11,6 +11,7 @@ import type { Logger } from "../shared/logger.ts";
 import type { Transport } from "../net/transport.ts";
 import type { LogEntry, RaftConfig, RaftMessage, RaftOutput, RaftState, Role, Snapshot } from "./raft.ts";
 import { configChangePending, configFromLog, step } from "./raft.ts";
+import { AssertionError } from "../shared/assert.ts";
 
 /** Topic of election/replication messages on a transport that will carry other topics too. */
 export const RAFT_TOPIC = "raft";
@@ -58,6 +59,9 @@ export function restoredRaftState<P, S>(fresh: RaftState<P, S>, hard: HardState<
 export class RaftDriver<P, S> {
   private current: RaftState<P, S>;
   droppedMessages = 0;
+  /** Well-formed messages the core refused because they contradict Raft's invariants (see below). */
+  refusedMessages = 0;
+  lastRefusal: string | null = null;
 
   constructor(private readonly options: RaftDriverOptions<P, S>) {
     this.current = options.initial;
@@ -104,7 +108,21 @@ export class RaftDriver<P, S> {
 
   private run(input: Parameters<typeof step<P, S>>[2]): RaftOutput<P, S>[] {
     const before = this.current;
-    const { state, outputs } = step(this.options.config, before, input, this.options.clock.nowMs());
+    let result: ReturnType<typeof step<P, S>>;
+    try {
+      result = step(this.options.config, before, input, this.options.clock.nowMs());
+    } catch (error) {
+      // The core asserts Raft's invariants (one leader per term, committed entries never
+      // overwritten). A received message that would break them comes from a node with another
+      // history (e.g. one that founded a cluster of its own); the step is pure, so dropping the
+      // message leaves this node exactly as it was, and a peer's confusion cannot crash the process.
+      if (input.type !== "receive" || !(error instanceof AssertionError)) throw error;
+      this.refusedMessages++;
+      this.lastRefusal = error.message;
+      this.options.logger?.warn({ from: input.from, reason: error.message }, "refused an election message that contradicts this node's log");
+      return [];
+    }
+    const { state, outputs } = result;
     this.current = state;
     const hardChanged = state.term !== before.term || state.votedFor !== before.votedFor || state.log !== before.log || state.snapshot !== before.snapshot;
     if (hardChanged) this.options.persist?.({ term: state.term, votedFor: state.votedFor, snapshot: state.snapshot, log: state.log });

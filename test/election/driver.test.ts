@@ -83,3 +83,21 @@ test("malformed or foreign messages are dropped before the core sees them", () =
   assert.deepEqual(journal, []);
   assert.equal(driver.state.log.length, 0);
 });
+
+test("a message that contradicts Raft's invariants is refused, the node unchanged; the process goes on", () => {
+  const { driver, transport, journal } = setup();
+  // b holds entry 0 of term 1, committed, from leader a.
+  transport.handler(A, { topic: RAFT_TOPIC, message: { type: "AppendEntries", term: 1, seq: 1, prevIndex: -1, prevTerm: 0, entries: [{ term: 1, index: 0, payload: "x" }], leaderCommit: 0 } });
+  assert.equal(driver.state.commitIndex, 0);
+  const before = driver.state;
+  journal.length = 0;
+  // A node with another history claims term 2 and overwrites the committed entry: b must not obey.
+  transport.handler(C, { topic: RAFT_TOPIC, message: { type: "AppendEntries", term: 2, seq: 1, prevIndex: -1, prevTerm: 0, entries: [{ term: 2, index: 0, payload: "y" }], leaderCommit: 0 } });
+  assert.equal(driver.refusedMessages, 1);
+  assert.match(driver.lastRefusal ?? "", /overwrote committed entry 0/);
+  assert.equal(driver.state, before, "not even the term moved");
+  assert.deepEqual(journal, [], "nothing persisted or sent");
+  // Ordinary messages still work afterwards.
+  transport.handler(A, { topic: RAFT_TOPIC, message: { type: "AppendEntries", term: 1, seq: 2, prevIndex: 0, prevTerm: 1, entries: [{ term: 1, index: 1, payload: "z" }], leaderCommit: 1 } });
+  assert.equal(driver.state.commitIndex, 1);
+});

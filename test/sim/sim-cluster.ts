@@ -195,6 +195,8 @@ export class SimCluster {
       to.transport.deliver(m.from as NodeId, m.message);
     }
     for (const n of this.nodes) if (!n.crashed) n.driver.tick();
+    const refused = this.nodes.find((n) => n.driver.refusedMessages > 0);
+    if (refused !== undefined) this.fail(`${refused.id} refused a message as contradicting Raft's invariants: ${refused.driver.lastRefusal}`);
     const dropped = this.nodes.reduce((sum, n) => sum + n.driver.droppedMessages, 0);
     if (dropped > 0) this.fail(`${dropped} well-formed messages failed wire validation`);
   }
