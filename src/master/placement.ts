@@ -5,7 +5,8 @@
 // shown up in the node's report yet, and placing two models into the same free gigabytes would fail
 // at load time. Layers are split in proportion to free memory, every node holds ≥ 1 layer, and no
 // node is given more layers than fit. The fewest nodes (≥ minNodes) that fit win: every pipeline
-// stage adds a network hop per token.
+// stage adds a network hop per token. The chosen nodes are chained in the order whose links are
+// fastest (measured latency of the topology edges), since every token crosses each hop.
 import { assert } from "../shared/assert.ts";
 import type { InstanceId, NodeId, RunnerId } from "../shared/ids.ts";
 import type { State } from "../shared/state.ts";
@@ -47,7 +48,7 @@ export function placeInstance(
   }
   let lastReason = "";
   for (let nodeCount = nodeCountMin; nodeCount <= capacities.length; nodeCount++) {
-    const plan = planOnNodes(model, capacities, nodeCount);
+    const plan = planOnNodes(model, capacities, nodeCount, state.edges);
     if (plan.ok) {
       const instance: Instance = {
         instanceId: newInstanceId(),
@@ -70,7 +71,7 @@ export function previewPlacements(state: State, model: ModelPlacementInfo): Plac
   if (capacities.length === 0) return [{ nodeCount: 1, ok: false, reason: "no nodes have reported in yet" }];
   return capacities.map((_, i) => {
     const nodeCount = i + 1;
-    const plan = planOnNodes(model, capacities, nodeCount);
+    const plan = planOnNodes(model, capacities, nodeCount, state.edges);
     return plan.ok ? { nodeCount, ok: true, shards: plan.shards } : { nodeCount, ok: false, reason: plan.reason };
   });
 }
@@ -100,13 +101,13 @@ function nodeCapacities(state: State): NodeCapacity[] {
  * Split over exactly the `nodeCount` nodes with the most free memory (if they cannot hold the model,
  * no other choice of that many nodes can).
  */
-function planOnNodes(model: ModelPlacementInfo, capacities: readonly NodeCapacity[], nodeCount: number): Plan {
+function planOnNodes(model: ModelPlacementInfo, capacities: readonly NodeCapacity[], nodeCount: number, edges: State["edges"]): Plan {
   const layerCount = model.layerCount;
   if (nodeCount > layerCount) {
     return { ok: false, reason: `${model.modelId} has ${layerCount} layer(s): it cannot be split over ${nodeCount} nodes` };
   }
-  const chosen = capacities.slice(0, nodeCount);
-  if (chosen.length < nodeCount) return { ok: false, reason: `the cluster has ${capacities.length} node(s), not ${nodeCount}` };
+  if (capacities.length < nodeCount) return { ok: false, reason: `the cluster has ${capacities.length} node(s), not ${nodeCount}` };
+  const chosen = chainByLatency(capacities.slice(0, nodeCount), edges);
   const layerBytes = model.sizeBytes / layerCount;
   // Most layers each node can hold; with a zero-size model, all of them.
   const layerCapacities = chosen.map((c) => (layerBytes === 0 ? layerCount : Math.min(layerCount, Math.floor(c.freeBytes / layerBytes))));
@@ -135,6 +136,61 @@ function planOnNodes(model: ModelPlacementInfo, capacities: readonly NodeCapacit
     return shard;
   });
   return { ok: true, shards };
+}
+
+/** A link with no measured latency counts as this slow, so measured links are preferred. */
+const UNKNOWN_LINK_LATENCY_MS = 100;
+/** Up to this many stages every order is tried (720 orders); beyond, the order is built greedily. */
+const EXHAUSTIVE_CHAIN_NODES_MAX = 6;
+
+/**
+ * The order of `nodes` (a pipeline chain) with the least total link latency between neighbours. An
+ * edge counts in either direction (the faster measurement). Ties keep the memory order, so with no
+ * measurements the placement is exactly the free-memory one.
+ */
+export function chainByLatency<T extends { readonly nodeId: NodeId }>(nodes: readonly T[], edges: State["edges"]): T[] {
+  if (nodes.length < 3 && edges.length === 0) return [...nodes];
+  const latency = (a: NodeId, b: NodeId): number => {
+    let best = UNKNOWN_LINK_LATENCY_MS;
+    for (const e of edges) {
+      if (e.latencyMs !== null && ((e.fromNodeId === a && e.toNodeId === b) || (e.fromNodeId === b && e.toNodeId === a))) best = Math.min(best, e.latencyMs);
+    }
+    return best;
+  };
+  const cost = (order: readonly T[]): number => order.slice(1).reduce((sum, n, i) => sum + latency(order[i]!.nodeId, n.nodeId), 0);
+  if (nodes.length <= EXHAUSTIVE_CHAIN_NODES_MAX) {
+    let best = [...nodes];
+    let bestCost = cost(best);
+    for (const order of permutations(nodes)) {
+      const c = cost(order);
+      if (c < bestCost) {
+        best = order;
+        bestCost = c;
+      }
+    }
+    return best;
+  }
+  // Greedy: start from the node with the most memory, always continue over the fastest link.
+  const rest = [...nodes];
+  const chain = [rest.shift()!];
+  while (rest.length > 0) {
+    const last = chain.at(-1)!.nodeId;
+    let pick = 0;
+    for (let i = 1; i < rest.length; i++) if (latency(last, rest[i]!.nodeId) < latency(last, rest[pick]!.nodeId)) pick = i;
+    chain.push(rest.splice(pick, 1)[0]!);
+  }
+  return chain;
+}
+
+function* permutations<T>(items: readonly T[]): Generator<T[]> {
+  if (items.length <= 1) {
+    yield [...items];
+    return;
+  }
+  for (let i = 0; i < items.length; i++) {
+    const rest = [...items.slice(0, i), ...items.slice(i + 1)];
+    for (const tail of permutations(rest)) yield [items[i]!, ...tail];
+  }
 }
 
 /**

@@ -238,3 +238,21 @@ test("placement: random clusters — a placement is valid, a refusal is truly im
     assert.equal(expectedStart, layerCount, `${context}: layers not covered`);
   }
 });
+
+test("stages are chained over the fastest links; without measurements the free-memory order stands", () => {
+  const nodes = [node("a", 30), node("b", 20), node("c", 10)];
+  const edge = (from: string, to: string, latencyMs: number) => ({ fromNodeId: from as NodeId, toNodeId: to as NodeId, latencyMs });
+  const m = model(50, 30);
+  const unmeasured = place(stateWith(nodes), m, 3);
+  assert.deepEqual(unmeasured, [["a", 0, 15], ["b", 15, 25], ["c", 25, 30]]);
+  // a–b is slow, a–c and c–b are fast: the chain goes a → c → b (or its reverse), never a → b.
+  const state = { ...stateWith(nodes), edges: [edge("a", "b", 20), edge("a", "c", 0.2), edge("b", "c", 0.3)] };
+  const placed = place(state, m, 3);
+  assert.ok(Array.isArray(placed));
+  const order = placed.map(([id]) => id).join("");
+  assert.ok(order === "acb" || order === "bca", `chain ${order}`);
+  // Layers still follow each node's free memory.
+  const layersOf = (id: string) => placed.find(([n]) => n === id)!;
+  assert.equal(layersOf("a")[2] - layersOf("a")[1], 15);
+  assert.equal(layersOf("c")[2] - layersOf("c")[1], 5);
+});
