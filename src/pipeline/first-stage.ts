@@ -53,6 +53,14 @@ export class FirstStage {
     this.sequences.get(message.taskId)?.onUpstream(message);
   }
 
+  /**
+   * The task was cancelled while stage 0 may be waiting on the other stages: stop waiting now (the
+   * loop then ends the task Cancelled and sends `end`), rather than after the remote step.
+   */
+  onCancel(taskId: TaskId): void {
+    this.sequences.get(taskId)?.interrupt();
+  }
+
   /** The next stage's link closed: every task in flight fails with its name. */
   onDownstreamGone(stage: string, reason: string): void {
     for (const sequence of this.sequences.values()) sequence.failWith(new StageFailedError(`${stage} is gone: ${reason}`));
@@ -152,6 +160,15 @@ class FirstStageSequence implements Sequence {
     this.wake();
   }
 
+  /** Ends a wait in progress without failing the sequence (a cancel): the waiting call throws. */
+  interrupt(): void {
+    const waiter = this.waiter;
+    if (waiter === null) return;
+    this.waiter = null;
+    clearTimeout(waiter.timer);
+    waiter.reject(new StageFailedError("cancelled while waiting for the other pipeline stages"));
+  }
+
   failWith(error: Error): void {
     this.failure ??= error;
     const waiter = this.waiter;
@@ -200,6 +217,7 @@ class FirstStageSequence implements Sequence {
   private waitFor(ready: () => boolean, what: string): Promise<void> {
     this.check();
     if (ready()) return Promise.resolve();
+    if (this.isCancelled()) return Promise.reject(new StageFailedError("cancelled before the other pipeline stages answered"));
     const timeoutMs = this.options.replyTimeoutMs ?? PIPELINE_STAGE_REPLY_TIMEOUT_MS;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {

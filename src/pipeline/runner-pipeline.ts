@@ -93,6 +93,11 @@ export class RunnerPipeline {
     return this.first.engineForTask(engine, taskId, isCancelled);
   }
 
+  /** Stage 0: a cancel ends any wait on the other stages at once. */
+  onCancel(taskId: TaskId): void {
+    this.first?.onCancel(taskId);
+  }
+
   async close(): Promise<void> {
     this.downstream?.close();
     await this.server?.close();

@@ -68,7 +68,8 @@ export async function generate(
   try {
     outcome = await runGeneration(engine, task, hooks, options, progress);
   } catch (error) {
-    outcome = failure(progress, error);
+    // A cancel interrupts a wait on other pipeline stages: that is the cancel taking effect, not a failure.
+    outcome = isStageFailedError(error) && options.cancelChecks && hooks.isCancelled() ? cancelled(progress) : failure(progress, error);
   }
   const freeError = freeSequence(progress.sequence);
   if (freeError !== null) return failure(progress, freeError);

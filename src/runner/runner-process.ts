@@ -169,11 +169,15 @@ export class RunnerProcess {
 
   private cancel(taskId: TaskId): void {
     // Unknown and finished ids are normal (cancel races the task's end): nothing to do.
-    if (this.currentTask?.taskId === taskId) this.currentTask.cancelRequested = true;
+    if (this.currentTask?.taskId !== taskId) return;
+    this.currentTask.cancelRequested = true;
+    this.pipeline?.onCancel(taskId);
   }
 
   private cancelAll(): void {
-    if (this.currentTask !== null) this.currentTask.cancelRequested = true;
+    if (this.currentTask === null) return;
+    this.currentTask.cancelRequested = true;
+    this.pipeline?.onCancel(this.currentTask.taskId);
   }
 
   private shutdown(): void {

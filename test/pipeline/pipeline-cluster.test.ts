@@ -6,7 +6,11 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import net from "node:net";
 import { GgmlType } from "../../src/engine/gguf/ggml-types.ts";
+import { Link } from "../../src/net/link.ts";
+import type { NodeId } from "../../src/shared/ids.ts";
+import { silentLogger } from "../../src/shared/logger.ts";
 import { findTaskByCommandId } from "../../src/shared/state.ts";
 import type { Instance } from "../../src/shared/types.ts";
 import { writeModelFixture } from "../support/gguf-model-fixture.ts";
@@ -75,4 +79,125 @@ test("a model split over 2 and 3 nodes gives the same greedy tokens as on 1 node
       );
     }
   }
+});
+
+/** Every runner of the instance Ready in State, and holding no KV slot by its own report. */
+function stagesIdle(instance: Instance): () => boolean {
+  return () =>
+    instance.shards.every((s) => cluster.state.runners[s.runnerId]?.status.kind === "Ready" && cluster.stageSlotsOpen(s.runnerId) === 0);
+}
+
+/** Highest slot count each runner of the instance reported since report index `since`. */
+function slotPeaks(instance: Instance, since: number): number[] {
+  return instance.shards.map((s) =>
+    Math.max(0, ...cluster.reports.slice(since).flatMap((r) => (r.report.type === "stageSlots" && r.report.runnerId === s.runnerId ? [r.report.openSlotCount] : []))),
+  );
+}
+
+function taskEventsOf(taskId: string) {
+  return cluster.events.filter((e) => "taskId" in e.event && e.event.taskId === taskId);
+}
+
+test("cancel mid-stream stops every stage at the same step and frees every KV slot", async () => {
+  const since = cluster.reports.length;
+  const { commandId, result } = cluster.submit("split3", greedy("Keep talking.", 900));
+  const chunkCount = () => {
+    const task = findTaskByCommandId(cluster.state, commandId);
+    return cluster.events.filter((e) => e.event.type === "ChunkGenerated" && e.event.taskId === task?.taskId).length;
+  };
+  await cluster.waitFor(() => chunkCount() >= 3, "a few chunks streamed");
+  cluster.cancel(commandId);
+  const { task } = await result;
+  assert.equal(task.status, "Cancelled");
+  assert.ok(task.tokensGenerated < 900, `stopped early (${task.tokensGenerated} tokens)`);
+  // The master marks the task Cancelled at once; stage 0's runner confirms once it has stopped.
+  await cluster.waitFor((s) => s.tasks[task.taskId] === undefined, "the task released by its runner and deleted");
+  const ended = taskEventsOf(task.taskId).filter((e) => e.event.type === "TaskStatusUpdated" && e.event.fromRunner && e.event.status !== "Running");
+  assert.deepEqual(ended.map((e) => e.event.type === "TaskStatusUpdated" && e.event.status), ["Cancelled"], "the runner reported the cancel");
+  await cluster.waitForCondition(stagesIdle(split3), "every stage Ready with no KV slot");
+  assert.deepEqual(slotPeaks(split3, since), [1, 1, 1], "every stage held the task's slot while it ran");
+});
+
+test("cancel during the prefill of a long prompt stops before any token, on every stage", async () => {
+  const lastStage = split2.shards[1]!;
+  const lastRunner = cluster.runners.get(lastStage.runnerId)!;
+  // The last stage is stopped, so the prompt's chunks pile up in flight and stage 0 is inside prefill when the cancel comes.
+  process.kill(lastRunner.pid!, "SIGSTOP");
+  let resumed = false;
+  try {
+    const { commandId, result } = cluster.submit("split2", greedy("fox ".repeat(700), 8));
+    await cluster.waitFor((s) => {
+      const task = findTaskByCommandId(s, commandId);
+      return task?.prefill !== null && task?.prefill !== undefined && task.prefill.processedTokens > 0;
+    }, "the first prompt chunk went through stage 0");
+    const prefill = findTaskByCommandId(cluster.state, commandId)!.prefill!;
+    assert.ok(prefill.processedTokens < prefill.totalTokens, `still in prefill (${prefill.processedTokens}/${prefill.totalTokens})`);
+    cluster.cancel(commandId);
+    const { task } = await result;
+    assert.equal(task.status, "Cancelled");
+    // Stage 0 stops waiting on the stopped stage at once: its runner reports while that stage is still frozen.
+    await cluster.waitFor((s) => s.tasks[task.taskId] === undefined, "stage 0's runner released the task");
+    const ended = taskEventsOf(task.taskId).flatMap((e) => (e.event.type === "TaskStatusUpdated" && e.event.fromRunner && e.event.status !== "Running" ? [e.event] : []));
+    assert.deepEqual(
+      ended.map((e) => [e.status, e.tokensGenerated]),
+      [["Cancelled", 0]],
+    );
+    process.kill(lastRunner.pid!, "SIGCONT");
+    resumed = true;
+    await cluster.waitForCondition(stagesIdle(split2), "both stages Ready with no KV slot");
+  } finally {
+    if (!resumed) process.kill(lastRunner.pid!, "SIGCONT");
+  }
+});
+
+test("SIGKILL of a later stage mid-generation fails the task with the stage's name; after the restart the next request works", async () => {
+  const victim = split3.shards[2]!;
+  const { commandId, result } = cluster.submit("split3", greedy("Keep talking.", 900));
+  await cluster.waitFor((s) => {
+    const task = findTaskByCommandId(s, commandId);
+    return task !== undefined && taskEventsOf(task.taskId).some((e) => e.event.type === "ChunkGenerated");
+  }, "generation under way");
+  const oldPid = cluster.runners.get(victim.runnerId)!.pid!;
+  process.kill(oldPid, "SIGKILL");
+  const { task } = await result;
+  assert.equal(task.status, "Failed");
+  assert.equal(task.failureCode, "runner_failed");
+  assert.match(task.failureReason ?? "", new RegExp(`pipeline stage 3/3 on node ${victim.nodeId} is gone`));
+  await cluster.waitFor((s) => cluster.runners.get(victim.runnerId)?.pid !== oldPid && s.runners[victim.runnerId]?.status.kind === "Ready", "the killed stage restarted", 60_000);
+  await cluster.waitForCondition(stagesIdle(split3), "every stage Ready with no KV slot");
+  const next = await cluster.submit("split3", greedy("Hello again.", 8)).result;
+  assert.equal(next.task.status, "Complete", next.task.failureReason ?? "");
+  assert.ok(next.task.tokensGenerated > 0);
+});
+
+test("32 concurrent requests on a 2-stage pipeline all complete", async () => {
+  const submitted = Array.from({ length: 32 }, (_, i) => cluster.submit("split2", greedy(`Request number ${i}.`, 6)));
+  const results = await Promise.all(submitted.map((s) => s.result));
+  for (const { task } of results) assert.equal(task.status, "Complete", task.failureReason ?? "");
+  await cluster.waitForCondition(stagesIdle(split2), "both stages Ready with no KV slot");
+});
+
+test("a stranger connecting to a stage port with a wrong secret (or none, or garbage) is refused, and the stage serves on", async () => {
+  const stage = split2.shards[1]!;
+  const port = cluster.state.runners[stage.runnerId]?.stagePort;
+  assert.ok(port !== undefined, "the stage reported its port");
+  for (const secret of [Buffer.from("wrong secret"), null]) {
+    const link = new Link(net.connect({ host: "127.0.0.1", port }), "outbound", {
+      identity: { nodeId: "stranger" as NodeId, clusterName: "skein-test", clusterPort: 0, secret },
+      logger: silentLogger(),
+    });
+    let opened = false;
+    link.handlers.onOpen = () => (opened = true);
+    const reason = await link.closed;
+    assert.equal(opened, false, `link with secret ${String(secret)} must not open`);
+    assert.match(reason, /refused|authentication|secret/);
+  }
+  const garbage = net.connect({ host: "127.0.0.1", port });
+  garbage.on("error", () => {});
+  garbage.resume(); // read the stage's hello, so its close is seen
+  garbage.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+  await new Promise<void>((resolve) => garbage.once("close", () => resolve()));
+  const after = await cluster.submit("split2", greedy("Still there?", 6)).result;
+  assert.equal(after.task.status, "Complete", after.task.failureReason ?? "");
+  assert.equal(cluster.state.runners[stage.runnerId]?.status.kind, "Ready");
 });
