@@ -118,9 +118,9 @@ test("the native dequantizer agrees with the TypeScript reference codec", async 
 
 test("threaded matmul equals row-by-row dots for one and many tokens", () => {
   const rows = 300;
-  const cols = 256;
+  const cols = 512; // two K-quant blocks per row: the tiles must keep the dots' order across blocks
   const w = randomVector(rows * cols, 11);
-  for (const type of [GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.F16]) {
+  for (const type of [GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.F16]) {
     const bytes = encode(type, w);
     for (const n of [1, 5, 40]) {
       const x = randomVector(n * cols, 12 + n);

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 
 #include "fp16.h"
 #include "kernels/packed.h"
@@ -25,8 +26,11 @@ namespace skein {
 namespace {
 
 // SKEIN_PROFILE=1: per-phase wall time, printed at exit (in-process timers; perf distorts spinning).
+// SKEIN_PROFILE=cpu: the calling thread's CPU time instead, which a busy machine's preemption
+// does not inflate (meaningful with one thread).
 struct PhaseTimes {
   bool on = std::getenv("SKEIN_PROFILE") != nullptr;
+  bool cpu = on && std::strcmp(std::getenv("SKEIN_PROFILE"), "cpu") == 0;
   double ms[8] = {0};
   const char* names[8] = {"norm+quant", "qkv", "rope+kv", "attention", "wo", "gate+up", "silu", "down"};
   ~PhaseTimes() {
@@ -35,12 +39,20 @@ struct PhaseTimes {
   }
 };
 PhaseTimes g_phase;
+double phase_now_ms() {
+  if (g_phase.cpu) {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+  }
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 struct PhaseClock {
-  std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
+  double t = g_phase.on ? phase_now_ms() : 0.0;
   void lap(int i) {
     if (!g_phase.on) return;
-    const auto now = std::chrono::steady_clock::now();
-    g_phase.ms[i] += std::chrono::duration<double, std::milli>(now - t).count();
+    const double now = phase_now_ms();
+    g_phase.ms[i] += now - t;
     t = now;
   }
 };

@@ -367,6 +367,128 @@ SKEIN_AVX2 void dot_q6_K_q8_K(int n, float* s, const void* vx, const void* vy) {
   *s = hsum8(acc);
 }
 
+// Tiles for the K-quants: one weight row at a time, its block's scales and quants unpacked once
+// for up to 4 tokens. Every (row, token) pair runs exactly the operations of the single dot above
+// in the same order, so the results are bit-identical to it.
+template <int T>
+SKEIN_AVX2 static void tile_q4_K_row(int n, const uint8_t* w, const uint8_t* y, size_t ys, float* out, int64_t os, bool accumulate) {
+  const block_q4_K* x = (const block_q4_K*)w;
+  const int nb = n / QK_K;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 acc[T];
+  float accm[T];
+  for (int t = 0; t < T; t++) {
+    acc[t] = _mm256_setzero_ps();
+    accm[t] = 0.0f;
+  }
+  for (int i = 0; i < nb; i++) {
+    alignas(16) uint8_t sc[8], m[8];
+    scales_mins_k4(x[i].scales, sc, m);
+    const float xd = h2f(x[i].d), xdmin = h2f(x[i].dmin);
+    __m256i lo[4], hi[4];
+    for (int c = 0; c < 4; c++) {
+      const __m256i q = _mm256_loadu_si256((const __m256i*)(x[i].qs + 32 * c));
+      lo[c] = _mm256_and_si256(q, low4);
+      hi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    }
+    for (int t = 0; t < T; t++) {
+      const block_q8_K* yb = (const block_q8_K*)(y + (size_t)t * ys) + i;
+      const float d = yb->d * xd;
+      const float dmin = yb->d * xdmin;
+      accm[t] += dmin * (float)mins_dot(m, yb->bsums);
+      const int8_t* q8 = yb->qs;
+      __m256i sumi = _mm256_setzero_si256();
+      for (int c = 0; c < 4; c++) {
+        const __m256i plo = _mm256_maddubs_epi16(lo[c], _mm256_loadu_si256((const __m256i*)(q8 + 64 * c)));
+        const __m256i phi = _mm256_maddubs_epi16(hi[c], _mm256_loadu_si256((const __m256i*)(q8 + 64 * c + 32)));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c])));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1])));
+      }
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; t++) {
+    const float v = hsum8(acc[t]) - accm[t];
+    float* o = out + (int64_t)t * os;
+    *o = accumulate ? *o + v : v;
+  }
+}
+
+template <int T>
+SKEIN_AVX2 static void tile_q6_K_row(int n, const uint8_t* w, const uint8_t* y, size_t ys, float* out, int64_t os, bool accumulate) {
+  const block_q6_K* x = (const block_q6_K*)w;
+  const int nb = n / QK_K;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i two = _mm256_set1_epi8(3);
+  __m256 acc[T];
+  for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+  for (int i = 0; i < nb; i++) {
+    const int8_t* sc = x[i].scales;
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)sc));
+    __m256i q[2][4];
+    for (int h = 0; h < 2; h++) {
+      const uint8_t* ql = x[i].ql + 64 * h;
+      const __m256i qh = _mm256_loadu_si256((const __m256i*)(x[i].qh + 32 * h));
+      const __m256i l0 = _mm256_loadu_si256((const __m256i*)ql);
+      const __m256i l1 = _mm256_loadu_si256((const __m256i*)(ql + 32));
+      q[h][0] = _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_slli_epi16(_mm256_and_si256(qh, two), 4));
+      q[h][1] = _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4));
+      q[h][2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4));
+      q[h][3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4));
+    }
+    const float xd = h2f(x[i].d);
+    for (int t = 0; t < T; t++) {
+      const block_q8_K* yb = (const block_q8_K*)(y + (size_t)t * ys) + i;
+      const int offset = 32 * hsum8_i32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i*)yb->bsums)));
+      __m256i sumi = _mm256_setzero_si256();
+      for (int h = 0; h < 2; h++) {
+        const int8_t* q8 = yb->qs + 128 * h;
+        const int8_t* s8 = sc + 8 * h;
+        const __m256i p1 = _mm256_maddubs_epi16(q[h][0], _mm256_loadu_si256((const __m256i*)q8));
+        const __m256i p2 = _mm256_maddubs_epi16(q[h][1], _mm256_loadu_si256((const __m256i*)(q8 + 32)));
+        const __m256i p3 = _mm256_maddubs_epi16(q[h][2], _mm256_loadu_si256((const __m256i*)(q8 + 64)));
+        const __m256i p4 = _mm256_maddubs_epi16(q[h][3], _mm256_loadu_si256((const __m256i*)(q8 + 96)));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, scale_pair(s8[0], s8[1])));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p2, scale_pair(s8[2], s8[3])));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p3, scale_pair(s8[4], s8[5])));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p4, scale_pair(s8[6], s8[7])));
+      }
+      sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0));
+      const float d = yb->d * xd;
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; t++) {
+    const float v = hsum8(acc[t]);
+    float* o = out + (int64_t)t * os;
+    *o = accumulate ? *o + v : v;
+  }
+}
+
+using k_row_fn = void (*)(int, const uint8_t*, const uint8_t*, size_t, float*, int64_t, bool);
+
+static void tile_k(const k_row_fn (&byT)[4], int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys,
+                   float* out, int64_t os, bool acc) {
+  for (int r = 0; r < R; r++) {
+    for (int t0 = 0; t0 < T; t0 += 4) {
+      const int tn = T - t0 < 4 ? T - t0 : 4;
+      byT[tn - 1](n, w + (size_t)r * ws, y + (size_t)t0 * ys, ys, out + (int64_t)t0 * os + r, os, acc);
+    }
+  }
+}
+
+void tile_q4_K(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc) {
+  static const k_row_fn byT[4] = {tile_q4_K_row<1>, tile_q4_K_row<2>, tile_q4_K_row<3>, tile_q4_K_row<4>};
+  tile_k(byT, n, R, T, w, ws, y, ys, out, os, acc);
+}
+
+void tile_q6_K(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc) {
+  static const k_row_fn byT[4] = {tile_q6_K_row<1>, tile_q6_K_row<2>, tile_q6_K_row<3>, tile_q6_K_row<4>};
+  tile_k(byT, n, R, T, w, ws, y, ys, out, os, acc);
+}
+
 }  // namespace avx2
 
 // AVX-VNNI (Alder Lake, Sapphire Rapids, Zen 5): dpbusd replaces maddubs + madd.
@@ -416,6 +538,8 @@ double exp_sub_sum(int n, float* x, float max) { return generic::exp_sub_sum(n, 
 void tile_q4_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
 void tile_q5_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
 void tile_q8_0(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
+void tile_q4_K(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
+void tile_q6_K(int, int, int, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool) {}
 }  // namespace avx2
 }  // namespace skein
 #endif

@@ -133,6 +133,8 @@ double exp_sub_sum(int n, float* x, float max);
 void tile_q4_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
 void tile_q5_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
 void tile_q8_0(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
+void tile_q4_K(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
+void tile_q6_K(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc);
 }  // namespace avx2
 
 // Same tiles with VNNI dot products (avx2.cc); selected when the CPU has them.

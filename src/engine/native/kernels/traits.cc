@@ -62,6 +62,8 @@ static void init_once() {
     g_traits[T_Q4_0].tile = avx2::tile_q4_0;
     g_traits[T_Q5_0].tile = avx2::tile_q5_0;
     g_traits[T_Q8_0].tile = avx2::tile_q8_0;
+    g_traits[T_Q4_K].tile = avx2::tile_q4_K;
+    g_traits[T_Q6_K].tile = avx2::tile_q6_K;
 #define SKEIN_USE_TILES(ns, label)                    \
   g_isa = label;                                      \
   g_traits[T_Q4_0].dot = ns::dot_q4_0_q8_0;           \
