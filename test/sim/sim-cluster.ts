@@ -147,7 +147,9 @@ export class SimCluster {
   private readonly committed: { term: number; key: string }[] = [];
   private readonly stateHashAt = new Map<number, string>();
   private readonly checkStateEveryApply: boolean;
-  readonly stats = { elections: 0, snapshotsInstalled: 0, snapshotMessages: 0, proposed: 0, refused: 0, joinsProposed: 0, removalsProposed: 0, configsCommitted: 0 };
+  readonly stats = { elections: 0, snapshotsInstalled: 0, snapshotMessages: 0, proposed: 0, refused: 0, joinsProposed: 0, removalsProposed: 0, configsCommitted: 0, configsRefused: 0 };
+  /** The voters of the latest committed configuration (the static one before any). */
+  private committedVoters: readonly NodeId[];
   /** Nodes some leader proposed to remove: they may live on with a stale configuration, outside the cluster. */
   readonly removed = new Set<NodeId>();
   private workloadCounter = 0;
@@ -158,6 +160,7 @@ export class SimCluster {
     this.tickMs = options.tickMs ?? 10;
     this.checkStateEveryApply = options.checkStateEveryApply ?? true;
     const ids = Array.from({ length: options.nodeCount }, (_, i) => `n${i}` as NodeId);
+    this.committedVoters = ids;
     const joinerIds = Array.from({ length: options.joinerCount ?? 0 }, (_, i) => `n${options.nodeCount + i}` as NodeId);
     const empty: Snapshot<State> = { lastIndex: -1, lastTerm: 0, state: emptyState() };
     this.nodes = [...ids, ...joinerIds].map((id, i) => {
@@ -238,7 +241,9 @@ export class SimCluster {
    */
   changeMembership(removeLeaderChance: number): string | null {
     const leader = this.leader();
-    if (leader === undefined || configChangePending(leader.raft)) return null;
+    if (leader === undefined) return null;
+    // Half the time the operator does not look: the core itself must refuse a second pending change.
+    if (configChangePending(leader.raft) && this.prng.chance(0.5)) return null;
     const voters = leader.raft.voters;
     const joiner = this.nodes.find((n) => !voters.includes(n.id) && !this.removed.has(n.id) && !n.crashed && this.network.connected(leader.id, n.id));
     if (joiner !== undefined && this.prng.chance(0.5)) {
@@ -257,10 +262,12 @@ export class SimCluster {
   }
 
   private proposeMembers(leader: SimNode, members: readonly NodeId[]): boolean {
+    const pending = configChangePending(leader.raft);
     const idx = lastLogIndex(leader.raft) + 1;
     const result = leader.driver.propose([{ idx, atMs: this.nowMs, event: { type: "ClusterMembersChanged", clusterId: "sim", members: [...members] } }]);
-    if (!result.ok) return false;
-    return true;
+    if (pending && result.ok) this.fail(`${leader.id} accepted a configuration change while another was uncommitted`);
+    if (!result.ok) this.stats.configsRefused++;
+    return result.ok;
   }
 
   private workloadEvent(): Event {
@@ -325,7 +332,16 @@ export class SimCluster {
     if (known === undefined) {
       if (entry.index !== this.committed.length) this.fail(`committed entry ${entry.index} leaves a gap at ${this.committed.length}`);
       this.committed.push({ term: entry.term, key });
-      if (entry.payload.event.type === "ClusterMembersChanged") this.stats.configsCommitted++;
+      if (entry.payload.event.type === "ClusterMembersChanged") {
+        this.stats.configsCommitted++;
+        // Single-server changes: each committed configuration differs from the one before by at
+        // most one voter, or two majorities could be disjoint.
+        const next = entry.payload.event.members;
+        const previous = this.committedVoters;
+        const changed = next.filter((id) => !previous.includes(id)).length + previous.filter((id) => !next.includes(id)).length;
+        if (changed > 1) this.fail(`committed configuration at ${entry.index} [${next.join(",")}] changes ${changed} voters of [${previous.join(",")}]`);
+        this.committedVoters = next;
+      }
     } else if (known.term !== entry.term || known.key !== key) {
       this.fail(`${n.id} committed a different entry at ${entry.index}: term ${entry.term} vs ${known.term}`);
     }
