@@ -10,6 +10,7 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import type { NodeId } from "../shared/ids.ts";
 import { NodeIdSchema } from "../shared/ids.ts";
+import { PROBE_VERSION } from "./bandwidth-probe.ts";
 
 /** Bumped on any incompatible change to link or cluster messages; a mismatch is refused with both numbers. */
 export const PROTOCOL_VERSION = 1;
@@ -26,6 +27,8 @@ export const HelloSchema = z.object({
   /** Whether the sender has a cluster secret: both must agree, or nobody could ever authenticate. */
   auth: z.boolean(),
   nonce: z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.length === NONCE_BYTES, `nonce must be ${NONCE_BYTES} bytes`),
+  /** The bandwidth probe version the sender answers (bandwidth-probe.ts); absent: never probe it. */
+  probeVersion: z.number().int().optional(),
 });
 export type Hello = z.infer<typeof HelloSchema>;
 
@@ -37,6 +40,8 @@ export interface LinkIdentity {
   readonly secret: Buffer | null;
   /** Tests override it to play an old or future peer. */
   readonly protocolVersion?: number;
+  /** Tests set null to play a peer that predates bandwidth probes. */
+  readonly probeVersion?: number | null;
 }
 
 /** What this side learned about the peer from its hello. */
@@ -44,6 +49,8 @@ export interface PeerHello {
   readonly nodeId: NodeId;
   readonly clusterName: string;
   readonly clusterPort: number;
+  /** null: the peer does not answer bandwidth probes. */
+  readonly probeVersion: number | null;
 }
 
 export const newNonce = (): Buffer => randomBytes(NONCE_BYTES);
@@ -57,6 +64,7 @@ export function helloOf(identity: LinkIdentity, nonce: Buffer): Hello {
     clusterPort: identity.clusterPort,
     auth: identity.secret !== null,
     nonce,
+    ...(identity.probeVersion === null ? {} : { probeVersion: identity.probeVersion ?? PROBE_VERSION }),
   };
 }
 

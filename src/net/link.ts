@@ -1,10 +1,12 @@
 // A Link is one authenticated TCP connection to another node: framing, the handshake, heartbeats
 // with round-trip time, and bounded sending. A link that misbehaves (garbage, oversize frames, a
 // wrong secret or version, silence, a peer that does not read) is closed with a logged reason; the
-// node keeps running. Reconnecting is the Dialer's job, accepting the LinkServer's.
+// node keeps running. Reconnecting is the Dialer's job, accepting the LinkServer's. Bandwidth
+// probes (bandwidth-probe.ts) run beside the heartbeats.
 import net from "node:net";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "../shared/logger.ts";
+import { bandwidthOf, PROBE_FIRST_DELAY_MS, PROBE_INTERVAL_MS, PROBE_RETRY_DELAY_MS, PROBE_VERSION, ProbeReceiver, ProbeResultSchema, probeFrames, probeVersionOf } from "./bandwidth-probe.ts";
 import { encodeFrame, FRAME_BYTES_MAX, FrameDecoder, FrameError, HANDSHAKE_FRAME_BYTES_MAX } from "./frame.ts";
 import type { LinkIdentity, PeerHello } from "./handshake.ts";
 import { helloOf, judgeHello, macOf, newNonce, verifyMac } from "./handshake.ts";
@@ -23,6 +25,8 @@ export interface LinkOptions {
   readonly deadAfterMs?: number;
   readonly handshakeTimeoutMs?: number;
   readonly sendQueueBytesMax?: number;
+  readonly probeFirstDelayMs?: number;
+  readonly probeIntervalMs?: number;
 }
 
 export type LinkDirection = "inbound" | "outbound";
@@ -65,6 +69,14 @@ export class Link {
   sendBytesPerSecond = 0;
   receiveBytesPerSecond = 0;
   private rateSample = { atMs: performance.now(), sent: 0, received: 0 };
+  /** Bytes per second this side can send to the peer, from the last probe; null until one is answered. */
+  bandwidthBytesPerSecond: number | null = null;
+  private probeTimer: NodeJS.Timeout | null = null;
+  private probeIdSent: number | null = null;
+  private probeIdNext = 0;
+  private readonly probeReceiver = new ProbeReceiver();
+  /** Last time a probe was sent, received or answered: a heartbeat overlapping it measured the probe, not the link. */
+  private probeActivityMs = -Infinity;
   readonly handlers: LinkHandlers = {};
 
   constructor(
@@ -124,6 +136,7 @@ export class Link {
     this.closeReason = reason;
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     if (this.heartbeatTimer !== null) clearInterval(this.heartbeatTimer);
+    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
     this.pending.length = 0;
     this.pendingBytes = 0;
     if (lastFrame !== null && this.socket.writable) {
@@ -176,6 +189,10 @@ export class Link {
         return;
       case "pong":
         return this.onPong(message as { sentAtMs: unknown });
+      case "probe":
+        return this.onProbe(message);
+      case "probeResult":
+        return this.onProbeResult(message);
       case "refuse":
         return this.close(`peer refused: ${String((message as { reason?: unknown }).reason)}`);
       default:
@@ -205,7 +222,7 @@ export class Link {
     const judged = judgeHello(this.options.identity, raw);
     if (!judged.ok) return this.refuse(judged.reason);
     const { hello } = judged;
-    this.peerHello = { nodeId: hello.nodeId, clusterName: hello.clusterName, clusterPort: hello.clusterPort };
+    this.peerHello = { nodeId: hello.nodeId, clusterName: hello.clusterName, clusterPort: hello.clusterPort, probeVersion: hello.probeVersion ?? null };
     this.peerNonce = hello.nonce;
     const { secret, nodeId } = this.options.identity;
     if (secret === null) {
@@ -238,6 +255,7 @@ export class Link {
     this.heartbeatTimer.unref();
     this.options.logger.info({ peer: this.peerHello?.nodeId, remote: this.socket.remoteAddress, direction: this.direction }, "link open");
     this.heartbeat();
+    if (this.peerHello?.probeVersion === PROBE_VERSION) this.scheduleProbe(this.options.probeFirstDelayMs ?? PROBE_FIRST_DELAY_MS);
     this.handlers.onOpen?.(this);
   }
 
@@ -265,9 +283,59 @@ export class Link {
   private onPong(message: { sentAtMs: unknown }): void {
     if (typeof message.sentAtMs !== "number") return this.close("pong without a time");
     const rttMs = performance.now() - message.sentAtMs;
-    if (rttMs < 0) return;
+    if (rttMs < 0 || this.probeActivityMs >= message.sentAtMs) return;
     this.rttMs = rttMs;
     this.rttSmoothedMs = this.rttSmoothedMs === null ? rttMs : this.rttSmoothedMs * 0.8 + rttMs * 0.2;
+  }
+
+  // ── bandwidth probes ──────────────────────────────────────────────────────────────────────────
+
+  private scheduleProbe(delayMs: number): void {
+    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
+    this.probeTimer = setTimeout(() => this.probe(), delayMs);
+    this.probeTimer.unref();
+  }
+
+  /** Sends a probe when nothing else waits to be sent, so it neither measures nor delays a backlog. */
+  private probe(): void {
+    this.probeTimer = null;
+    if (this.phase !== "open") return;
+    if (this.queuedBytes > 0) return this.scheduleProbe(PROBE_RETRY_DELAY_MS);
+    // An unanswered earlier probe is abandoned: only the answer to the latest counts.
+    const id = this.probeIdNext;
+    this.probeIdNext = (this.probeIdNext + 1) % 2 ** 31;
+    this.probeIdSent = id;
+    this.probeActivityMs = performance.now();
+    for (const frame of probeFrames(id)) if (!this.write(frame)) return;
+    this.scheduleProbe(this.options.probeIntervalMs ?? PROBE_INTERVAL_MS);
+  }
+
+  private onProbe(message: unknown): void {
+    this.probeActivityMs = performance.now();
+    const verdict = this.probeReceiver.receive(message, this.probeActivityMs);
+    switch (verdict.kind) {
+      case "malformed":
+        return this.close(verdict.reason);
+      case "ignored":
+        this.options.logger.debug({ peer: this.peerHello?.nodeId, reason: verdict.reason }, "bandwidth probe ignored");
+        return;
+      case "partial":
+        return;
+      case "done":
+        this.write(verdict.result);
+        return;
+    }
+  }
+
+  private onProbeResult(message: unknown): void {
+    this.probeActivityMs = performance.now();
+    const v = probeVersionOf(message);
+    if (v !== null && v !== PROBE_VERSION) return; // we never sent that version: nothing to learn
+    const parsed = ProbeResultSchema.safeParse(message);
+    if (!parsed.success) return this.close(`malformed probe result: ${parsed.error.issues[0]?.message ?? "?"}`);
+    if (parsed.data.id !== this.probeIdSent) return; // an abandoned probe's late answer
+    this.probeIdSent = null;
+    this.bandwidthBytesPerSecond = bandwidthOf(parsed.data) ?? this.bandwidthBytesPerSecond;
   }
 
   // ── sending ───────────────────────────────────────────────────────────────────────────────────

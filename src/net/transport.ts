@@ -19,6 +19,8 @@ export interface PeerLinkInfo {
   readonly bytesReceived: number;
   readonly sendBytesPerSecond: number;
   readonly receiveBytesPerSecond: number;
+  /** What this side can send to the peer, from the link's bandwidth probe; null until measured. */
+  readonly bandwidthBytesPerSecond: number | null;
 }
 
 export type MessageHandler = (from: NodeId, message: unknown) => void;
@@ -106,7 +108,7 @@ export class NetTransport implements Transport {
   connectedPeers(): NodeId[] {
     return [...this.links.keys()];
   }
-  /** Per-peer link facts, for topology edges (latency) and the dashboard. */
+  /** Per-peer link facts, for topology edges (latency, bandwidth) and the dashboard. */
   peerLinks(): PeerLinkInfo[] {
     return [...this.links.entries()].map(([nodeId, link]) => ({
       nodeId,
@@ -117,6 +119,7 @@ export class NetTransport implements Transport {
       bytesReceived: link.bytesReceived,
       sendBytesPerSecond: link.sendBytesPerSecond,
       receiveBytesPerSecond: link.receiveBytesPerSecond,
+      bandwidthBytesPerSecond: link.bandwidthBytesPerSecond,
     }));
   }
 

@@ -1,10 +1,12 @@
-// Real sockets on 127.0.0.1: handshake, refusals, garbage, dead peers, reconnect, back-pressure.
+// Real sockets on 127.0.0.1: handshake, refusals, garbage, dead peers, reconnect, back-pressure,
+// bandwidth probes.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import net from "node:net";
 import { test } from "node:test";
 import type { NodeId } from "../../src/shared/ids.ts";
 import { silentLogger } from "../../src/shared/logger.ts";
+import { PROBE_VERSION } from "../../src/net/bandwidth-probe.ts";
 import { encodeFrame, FrameDecoder } from "../../src/net/frame.ts";
 import type { LinkIdentity } from "../../src/net/handshake.ts";
 import { helloOf, newNonce } from "../../src/net/handshake.ts";
@@ -143,17 +145,22 @@ test("garbage bytes and oversize frames close the link; the server keeps working
   }
 });
 
-/** A hand-driven peer: completes the handshake (no secret) and then does nothing at all. */
-async function silentPeer(port: number): Promise<net.Socket> {
+/**
+ * A hand-driven peer: completes the handshake (no secret) and then answers nothing; `received`
+ * collects the frame types that arrive. `probeVersion: null` plays a peer older than bandwidth probes.
+ */
+async function silentPeer(port: number, overrides: Partial<LinkIdentity> = {}, received: string[] = []): Promise<net.Socket> {
   const socket = net.connect({ host: "127.0.0.1", port });
   socket.on("error", () => {});
   const decoder = new FrameDecoder();
   socket.on("data", (chunk) => {
     for (const m of decoder.push(chunk)) {
-      if ((m as { type: string }).type === "hello") socket.write(encodeFrame({ type: "welcome" }));
+      const type = (m as { type: string }).type;
+      received.push(type);
+      if (type === "hello") socket.write(encodeFrame({ type: "welcome" }));
     }
   });
-  socket.write(encodeFrame(helloOf(identity("node-silent", { secret: null }), newNonce())));
+  socket.write(encodeFrame(helloOf(identity("node-silent", { secret: null, ...overrides }), newNonce())));
   return socket;
 }
 
@@ -260,6 +267,73 @@ test("inbound connections over the limit are refused at once; the ones within ke
     friend.close("test over");
   } finally {
     raws.forEach((r) => r.destroy());
+    await s.close();
+  }
+});
+
+test("a bandwidth probe measures the link within a couple of seconds of opening", async () => {
+  const { server: s, links } = await server("node-a");
+  const client = dialOnce(s.port, "node-b");
+  try {
+    const openedAt = Date.now();
+    await waitFor(() => client.isOpen && links[0]?.isOpen === true, 2_000, "both ends open");
+    await waitFor(() => client.bandwidthBytesPerSecond !== null && links[0]!.bandwidthBytesPerSecond !== null, 3_000, "a probe answered both ways");
+    const measuredMs = Date.now() - openedAt;
+    for (const bps of [client.bandwidthBytesPerSecond!, links[0]!.bandwidthBytesPerSecond!]) assert.ok(bps > 0 && Number.isFinite(bps), `bandwidth ${bps}`);
+    console.log(JSON.stringify({ measure: "loopback probe bandwidth", clientToServerBytesPerSecond: client.bandwidthBytesPerSecond, serverToClientBytesPerSecond: links[0]!.bandwidthBytesPerSecond, measuredMs }));
+    assert.ok(client.isOpen, "the probe left the link open");
+  } finally {
+    client.close("test over");
+    await s.close();
+  }
+});
+
+test("a malformed or out-of-order probe closes the link; the server keeps working", async () => {
+  const { server: s, links } = await server("node-a", { secret: null });
+  const probe = (fields: Record<string, unknown>) => encodeFrame({ type: "probe", v: PROBE_VERSION, id: 1, seq: 0, count: 2, data: new Uint8Array(0), ...fields });
+  try {
+    for (const [frames, expected] of [
+      [[probe({ count: 1_000 })], /malformed probe/],
+      [[probe({ data: "not bytes" })], /malformed probe/],
+      [[probe({ seq: 0 }), probe({ seq: 1, data: new Uint8Array(2 * 1024 * 1024) })], /malformed probe/],
+      [[probe({ seq: 1 })], /out of order/],
+      [[probe({ v: undefined })], /malformed probe: no version/],
+      [[encodeFrame({ type: "probeResult", v: PROBE_VERSION, id: -1, bytes: 1, spanMs: 1 })], /malformed probe result/],
+    ] as const) {
+      const before = links.length;
+      const peer = await silentPeer(s.port);
+      await waitFor(() => links.length === before + 1 && links[before]!.isOpen, 2_000, "the peer's link open");
+      for (const frame of frames) peer.write(frame);
+      await waitFor(() => links[before]!.isClosed, 2_000, "the link closed over the probe");
+      assert.match(links[before]!.reason!, expected);
+      peer.destroy();
+    }
+    const friend = dialOnce(s.port, "node-b", { secret: null });
+    await waitFor(() => friend.bandwidthBytesPerSecond !== null, 3_000, "a measured link after the bad probes");
+    friend.close("test over");
+  } finally {
+    await s.close();
+  }
+});
+
+test("a peer without probes is never probed, and a probe of another version is ignored", async () => {
+  const { server: s, links } = await server("node-a", { secret: null }, { probeFirstDelayMs: 0, deadAfterMs: 5_000 });
+  const received: string[] = [];
+  const peer = await silentPeer(s.port, { probeVersion: null }, received);
+  try {
+    await waitFor(() => links[0]?.isOpen === true, 2_000, "open");
+    const messages: unknown[] = [];
+    links[0]!.handlers.onMessage = (body) => messages.push(body);
+    peer.write(encodeFrame({ type: "probe", v: PROBE_VERSION + 1, id: 1, seq: 0, count: 2, future: "shape" }));
+    peer.write(encodeFrame({ type: "msg", body: "after the probe" }));
+    await waitFor(() => messages.length === 1, 2_000, "the message after the ignored probe");
+    assert.ok(links[0]!.isOpen);
+    // Heartbeats every 50 ms and a probe due at once: several pings without a probe between them.
+    await waitFor(() => received.filter((t) => t === "ping").length >= 5, 2_000, "five heartbeats");
+    assert.deepEqual(received.filter((t) => t.startsWith("probe")), []);
+    assert.equal(links[0]!.bandwidthBytesPerSecond, null);
+  } finally {
+    peer.destroy();
     await s.close();
   }
 });
