@@ -341,3 +341,19 @@ test("kill -9 of a persisting process: a restart reads back the state of a step 
   assertSameHard(opened.hard, hardAtStep(lastIndex), `state of step ${lastIndex}`);
   await opened.store.close();
 });
+
+test("temporary files left by a crash in the middle of an atomic write are ignored and replaced", async () => {
+  const dir = freshDir();
+  const { store } = RaftStore.open(dir);
+  const log = entries(0, 9, 1);
+  store.persist(hard(1, "n2", snapshotOf(log, 4), log));
+  await store.close();
+  for (const name of [RAFT_ENTRIES_FILE, RAFT_SNAPSHOT_FILE, RAFT_TERM_VOTE_FILE]) writeFileSync(join(dir, `${name}.tmp`), "half-written garbage");
+  const opened = RaftStore.open(dir);
+  assert.equal(opened.warning, null);
+  assertSameHard(opened.hard, hard(1, "n2", snapshotOf(log, 4), log), "tmp files ignored");
+  const next = hard(2, null, snapshotOf(log, 8), log);
+  opened.store.persist(next);
+  assertSameHard(reopen(dir).hard, next, "atomic writes went through the stale tmp files");
+  await opened.store.close();
+});
