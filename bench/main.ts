@@ -1,6 +1,7 @@
 // `npm run bench -- NAME [args]`: runs one benchmark; each prints JSON, the summary as its last line.
 const BENCHMARKS: Record<string, string> = {
   cancel: "./cancel.ts",
+  cluster: "./cluster.ts",
   engine: "./engine.ts",
   "runner-cancel": "./runner-cancel.ts",
   soak: "./soak.ts",
