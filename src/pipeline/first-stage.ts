@@ -136,8 +136,11 @@ class FirstStageSequence implements Sequence {
   free(): void {
     if (this.freed) return;
     this.freed = true;
-    if (this.failure === null && this.opened !== null) {
-      this.options.downstream.send({ type: "end", taskId: this.taskId, reason: this.isCancelled() ? "cancelled" : "complete" });
+    // Always, even after a failure here (a reply timeout): the stages below must free their slots.
+    // Stages that already dropped the task ignore it.
+    if (this.opened !== null) {
+      const reason = this.failure !== null ? "failed" : this.isCancelled() ? "cancelled" : "complete";
+      this.options.downstream.send({ type: "end", taskId: this.taskId, reason });
     }
     this.failWith(new StageFailedError("the sequence was freed"));
     this.local.free();

@@ -6,7 +6,7 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import type { Engine, SampledToken, SamplingParams, StageSequence, StageStepInput } from "../../src/engine/engine.ts";
-import { Link } from "../../src/net/link.ts";
+import { Link, listenLinks } from "../../src/net/link.ts";
 import { Downstream } from "../../src/pipeline/downstream.ts";
 import { FirstStage } from "../../src/pipeline/first-stage.ts";
 import { hiddenFromBytes, hiddenToBytes, parseUpstreamMessage } from "../../src/pipeline/messages.ts";
@@ -134,7 +134,7 @@ async function waitUntil(condition: () => boolean, what: string, timeoutMs = 5_0
 }
 
 /** Stage 0 as the runner has it: a FirstStage over a Downstream to stage 1. */
-function firstStage(stage1Port: number): { first: FirstStage; downstream: Downstream } {
+function firstStage(stage1Port: number, replyTimeoutMs?: number): { first: FirstStage; downstream: Downstream } {
   let first: FirstStage | null = null;
   const downstream = new Downstream({
     identity: stageLinkIdentity(role(0)),
@@ -145,7 +145,7 @@ function firstStage(stage1Port: number): { first: FirstStage; downstream: Downst
     },
     onGone: (stage, reason) => first?.onDownstreamGone(stage, reason),
   });
-  first = new FirstStage({ downstream, onSlotCountChanged: () => {} });
+  first = new FirstStage({ downstream, onSlotCountChanged: () => {}, ...(replyTimeoutMs === undefined ? {} : { replyTimeoutMs }) });
   downstream.setEndpoint(endpointOf(1, stage1Port));
   closers.push(() => downstream.close());
   return { first, downstream };
@@ -226,4 +226,24 @@ test("a stage that vanishes fails the task on stage 0 with its name, and frees t
   assert.equal(outcome.engineBroken, false, "another stage's failure leaves this engine serving");
   assert.match(outcome.failureReason, /pipeline stage 3\/3 on node node-3 is gone/);
   await waitUntil(() => middle.engine.openCount === 0, "the middle stage freed its slot");
+});
+
+test("a next stage that never answers fails the task after the reply limit (no hang), and is told to free the slot", async () => {
+  const received: unknown[] = [];
+  // Speaks the link protocol as runner-1 and accepts everything, but never answers.
+  const silent = await listenLinks("127.0.0.1", 0, { identity: stageLinkIdentity(role(1)), logger: silentLogger() }, (link) => {
+    link.handlers.onMessage = (body) => received.push(body);
+  });
+  closers.push(() => silent.close());
+  const { first } = firstStage(silent.port, 200);
+  const { outcome } = await run(first, "task-f", 10);
+  assert.equal(outcome.status, "Failed");
+  if (outcome.status !== "Failed") return;
+  assert.match(outcome.failureReason, /pipeline stage 2\/3 on node node-2 and the stages after it did not send the next token within 200 ms/);
+  await waitUntil(() => received.some((m) => (m as { type?: unknown }).type === "end"), "the end message");
+  assert.deepEqual(
+    received.map((m) => (m as { type: string }).type),
+    ["open", "activation", "end"],
+  );
+  assert.equal((received[2] as { reason: string }).reason, "failed");
 });
