@@ -60,12 +60,13 @@ async function measureOurs(model: string, threads: number, only: string): Promis
     for (let i = 1; i < l.length; i++) if (l[i]! > l[b]!) b = i;
     return b;
   };
+  const logits = new Float32Array(shard.arch.vocabSize);
   const decode = (cache: ReturnType<typeof shard.createCache>, first: number, pos: number, count: number): number => {
     let tok = first;
     const t0 = performance.now();
     for (let i = 0; i < count; i++) {
       const s = shard.forwardHidden(cache, { tokens: [tok] }, pos + i);
-      tok = argmax(shard.logits(s.hidden, 1));
+      tok = argmax(shard.logits(s.hidden, 1, false, logits));
     }
     return (count * 1000) / (performance.now() - t0);
   };
@@ -75,7 +76,7 @@ async function measureOurs(model: string, threads: number, only: string): Promis
     for (let at = 0; at < tokens.length; at += PREFILL_CHUNK) {
       last = shard.forwardHidden(cache, { tokens: tokens.slice(at, at + PREFILL_CHUNK) }, at);
     }
-    if (last) shard.logits(last.hidden, last.nTokens);
+    if (last) shard.logits(last.hidden, last.nTokens, false, logits);
     return (tokens.length * 1000) / (performance.now() - t0);
   };
   const cache = shard.createCache(CONTEXT);

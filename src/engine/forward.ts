@@ -87,11 +87,17 @@ export class ShardForward {
     return { hidden, nTokens };
   }
 
-  /** Logits (vocabSize floats per row) for the last row, or for every row when allRows. */
-  logits(hidden: Float32Array, nTokens: number, allRows = false): Float32Array {
+  /**
+   * Logits (vocabSize floats per row) for the last row, or for every row when allRows. A caller
+   * that consumes them at once can pass `into` (reused across tokens: a fresh 600 KB array per
+   * token of a 150k vocabulary is garbage the GC collects late, tens of MB of peak RSS).
+   */
+  logits(hidden: Float32Array, nTokens: number, allRows = false, into?: Float32Array): Float32Array {
     if (!this.isLast) throw new Error(`shard [${this.range.layerStart}, ${this.range.layerEnd}) is not the last stage`);
     const first = allRows ? 0 : nTokens - 1;
-    const out = new Float32Array((nTokens - first) * this.arch.vocabSize);
+    const size = (nTokens - first) * this.arch.vocabSize;
+    if (into !== undefined && into.length !== size) throw new RangeError(`into has ${into.length} floats, expected ${size}`);
+    const out = into ?? new Float32Array(size);
     this.model.head(hidden, nTokens, first, out);
     return out;
   }
