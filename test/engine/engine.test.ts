@@ -241,3 +241,22 @@ test("a spec whose layer count disagrees with the file is refused", async () => 
   await assert.rejects(engine.load(() => {}), /the model has 3 layers, the shard spec says 5/);
   engine.close();
 });
+
+test("logits written into a caller's buffer equal fresh ones; a wrong-sized buffer is refused", () => {
+  const shard = ShardForward.open(modelPath);
+  const cache = shard.createCache(32);
+  try {
+    const s = shard.forwardHidden(cache, { tokens: [1, 2, 3] }, 0);
+    const fresh = shard.logits(s.hidden, s.nTokens);
+    const into = new Float32Array(shard.arch.vocabSize).fill(Number.NaN);
+    const written = shard.logits(s.hidden, s.nTokens, false, into);
+    assert.equal(written, into);
+    assert.deepEqual(into, fresh);
+    const all = shard.logits(s.hidden, s.nTokens, true, new Float32Array(3 * shard.arch.vocabSize));
+    assert.deepEqual(all.subarray(2 * shard.arch.vocabSize), fresh);
+    assert.throws(() => shard.logits(s.hidden, s.nTokens, true, into), /expected/);
+  } finally {
+    cache.free();
+    shard.close();
+  }
+});
