@@ -43,7 +43,15 @@ export const StateSchema: z.ZodType<State> = z.object({
   runners: z.record(z.string(), RunnerSchema),
   tasks: z.record(z.string(), TaskSchema),
   downloads: z.record(z.string(), z.record(z.string(), DownloadProgressSchema)),
-  edges: z.array(z.object({ fromNodeId: NodeIdSchema, toNodeId: NodeIdSchema, latencyMs: z.number().min(0).nullable() })),
+  edges: z.array(
+    z.object({
+      fromNodeId: NodeIdSchema,
+      toNodeId: NodeIdSchema,
+      latencyMs: z.number().min(0).nullable(),
+      // Snapshots taken before bandwidth was measured lack it.
+      bandwidthBytesPerSecond: z.number().min(0).nullable().default(null),
+    }),
+  ),
 }) as unknown as z.ZodType<State>;
 
 /** skein's configuration entry: ClusterMembersChanged names the voters. */

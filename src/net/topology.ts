@@ -1,5 +1,5 @@
 // Pure decisions that turn what the links observe into cluster events for the master: topology
-// edges with their latency, and nodes to time out. The leader runs these over its own links; the
+// edges with their latency and bandwidth, and nodes to time out. The leader runs these over its own links; the
 // master's handleClusterEvent indexes the result. No I/O, no clock (nowMs comes in).
 import type { NodeId } from "../shared/ids.ts";
 import type { EventOf } from "../shared/types.ts";
@@ -10,6 +10,8 @@ export const NODE_UNREACHABLE_TIMEOUT_MS = 10_000;
 export const EDGE_LATENCY_CHANGE_RATIO_MIN = 0.5;
 /** ... nor absolute changes under this many ms (loopback jitter). */
 export const EDGE_LATENCY_CHANGE_MS_MIN = 1;
+/** Bandwidth changes smaller than this (relative) are probe noise, not a different link. */
+export const EDGE_BANDWIDTH_CHANGE_RATIO_MIN = 0.5;
 
 export type TopologyEvent = EventOf<"TopologyEdgeCreated" | "TopologyEdgeDeleted">;
 
@@ -17,26 +19,34 @@ export interface Edge {
   readonly fromNodeId: NodeId;
   readonly toNodeId: NodeId;
   readonly latencyMs: number | null;
+  /** Absent in edges indexed before bandwidth was measured. */
+  readonly bandwidthBytesPerSecond?: number | null;
 }
 
 export interface LinkObservation {
   readonly nodeId: NodeId;
   readonly rttMs: number | null;
+  readonly bandwidthBytesPerSecond: number | null;
 }
 
 /**
  * Events that make State's edges from `selfId` match the open links: a new link or a material
- * latency change creates (or replaces) an edge, a link that is gone deletes it. Latency is half
- * the round trip, rounded to 0.01 ms.
+ * latency or bandwidth change creates (or replaces) an edge, a link that is gone deletes it.
+ * Latency is half the round trip, rounded to 0.01 ms; bandwidth is the link's probe (bytes/s).
  */
 export function edgeEvents(selfId: NodeId, edges: readonly Edge[], links: readonly LinkObservation[]): TopologyEvent[] {
   const events: TopologyEvent[] = [];
   const mine = new Map(edges.filter((e) => e.fromNodeId === selfId).map((e) => [e.toNodeId, e]));
   for (const link of links) {
     const latencyMs = link.rttMs === null ? null : Math.round((link.rttMs / 2) * 100) / 100;
+    const bandwidthBytesPerSecond = link.bandwidthBytesPerSecond === null ? null : Math.round(link.bandwidthBytesPerSecond);
     const existing = mine.get(link.nodeId);
-    if (existing === undefined || latencyChanged(existing.latencyMs, latencyMs)) {
-      events.push({ type: "TopologyEdgeCreated", fromNodeId: selfId, toNodeId: link.nodeId, latencyMs });
+    if (
+      existing === undefined ||
+      latencyChanged(existing.latencyMs, latencyMs) ||
+      bandwidthChanged(existing.bandwidthBytesPerSecond ?? null, bandwidthBytesPerSecond)
+    ) {
+      events.push({ type: "TopologyEdgeCreated", fromNodeId: selfId, toNodeId: link.nodeId, latencyMs, bandwidthBytesPerSecond });
     }
     mine.delete(link.nodeId);
   }
@@ -48,6 +58,11 @@ function latencyChanged(before: number | null, after: number | null): boolean {
   if (before === null || after === null) return before !== after;
   const deltaMs = Math.abs(after - before);
   return deltaMs >= EDGE_LATENCY_CHANGE_MS_MIN && deltaMs >= EDGE_LATENCY_CHANGE_RATIO_MIN * before;
+}
+
+function bandwidthChanged(before: number | null, after: number | null): boolean {
+  if (before === null || after === null) return before !== after;
+  return Math.abs(after - before) >= EDGE_BANDWIDTH_CHANGE_RATIO_MIN * before;
 }
 
 /**

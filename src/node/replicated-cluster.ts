@@ -453,7 +453,7 @@ export class ReplicatedCluster implements ClusterPort, WorkerEventSink {
         master.handleClusterEvent(change);
       }
       const links = this.options.transport.peerLinks?.() ?? [];
-      for (const event of edgeEvents(this.nodeId, master.state.edges, links.map((l) => ({ nodeId: l.nodeId, rttMs: l.rttMs })))) {
+      for (const event of edgeEvents(this.nodeId, master.state.edges, links.map((l) => ({ nodeId: l.nodeId, rttMs: l.rttMs, bandwidthBytesPerSecond: l.bandwidthBytesPerSecond })))) {
         master.handleClusterEvent(event);
       }
     } catch (error) {

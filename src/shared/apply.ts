@@ -67,7 +67,8 @@ function applyEvent(s: State, e: IndexedEvent["event"]): State {
     }
     case "TopologyEdgeCreated": {
       const edges = s.edges.filter((x) => !(x.fromNodeId === e.fromNodeId && x.toNodeId === e.toNodeId));
-      return { ...s, edges: [...edges, { fromNodeId: e.fromNodeId, toNodeId: e.toNodeId, latencyMs: e.latencyMs }] };
+      const edge = { fromNodeId: e.fromNodeId, toNodeId: e.toNodeId, latencyMs: e.latencyMs, bandwidthBytesPerSecond: e.bandwidthBytesPerSecond ?? null };
+      return { ...s, edges: [...edges, edge] };
     }
     case "TopologyEdgeDeleted":
       return { ...s, edges: s.edges.filter((x) => !(x.fromNodeId === e.fromNodeId && x.toNodeId === e.toNodeId)) };

@@ -17,7 +17,12 @@ export interface State {
   readonly runners: Readonly<Record<RunnerId, Runner>>;
   readonly tasks: Readonly<Record<TaskId, Task>>;
   readonly downloads: Readonly<Record<NodeId, Readonly<Record<string, DownloadProgress>>>>;
-  readonly edges: readonly { readonly fromNodeId: NodeId; readonly toNodeId: NodeId; readonly latencyMs: number | null }[];
+  readonly edges: readonly {
+    readonly fromNodeId: NodeId;
+    readonly toNodeId: NodeId;
+    readonly latencyMs: number | null;
+    readonly bandwidthBytesPerSecond: number | null;
+  }[];
 }
 
 export const emptyState = (): State => ({

@@ -249,7 +249,14 @@ export const EventSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("TaskDeleted"), taskId: TaskIdSchema }),
   z.object({ type: z.literal("ChunkGenerated"), taskId: TaskIdSchema, chunk: ChunkSchema }),
   z.object({ type: z.literal("NodeDownloadProgress"), nodeId: NodeIdSchema, progress: DownloadProgressSchema }),
-  z.object({ type: z.literal("TopologyEdgeCreated"), fromNodeId: NodeIdSchema, toNodeId: NodeIdSchema, latencyMs: z.number().min(0).nullable() }),
+  z.object({
+    type: z.literal("TopologyEdgeCreated"),
+    fromNodeId: NodeIdSchema,
+    toNodeId: NodeIdSchema,
+    latencyMs: z.number().min(0).nullable(),
+    /** Measured by the link's probe; optional because events logged before it existed lack it. */
+    bandwidthBytesPerSecond: z.number().min(0).nullable().optional(),
+  }),
   z.object({ type: z.literal("TopologyEdgeDeleted"), fromNodeId: NodeIdSchema, toNodeId: NodeIdSchema }),
 ]);
 export type Event = z.infer<typeof EventSchema>;

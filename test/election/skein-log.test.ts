@@ -25,6 +25,13 @@ test("a State snapshot survives msgpack and the wire schema unchanged", () => {
   assert.equal(StateSchema.safeParse({ ...state, edges: [{ fromNodeId: "bad id!", toNodeId: n2, latencyMs: 1 }] }).success, false);
 });
 
+test("a snapshot from before bandwidth was measured parses with none; a negative bandwidth is refused", () => {
+  const old = { ...state, edges: [{ fromNodeId: n1, toNodeId: n2, latencyMs: 0.3 }] };
+  assert.deepEqual(StateSchema.parse(old).edges, [{ fromNodeId: n1, toNodeId: n2, latencyMs: 0.3, bandwidthBytesPerSecond: null }]);
+  const negative = { ...state, edges: [{ fromNodeId: n1, toNodeId: n2, latencyMs: 0.3, bandwidthBytesPerSecond: -1 }] };
+  assert.equal(StateSchema.safeParse(negative).success, false);
+});
+
 test("the parser refuses entries whose event idx is not their index, and snapshots at the wrong idx", () => {
   const parse = skeinRaftMessageParser();
   const entries = indexed.slice(1).map((payload) => ({ term: 3, index: payload.idx, payload }));

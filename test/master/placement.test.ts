@@ -241,7 +241,7 @@ test("placement: random clusters — a placement is valid, a refusal is truly im
 
 test("stages are chained over the fastest links; without measurements the free-memory order stands", () => {
   const nodes = [node("a", 30), node("b", 20), node("c", 10)];
-  const edge = (from: string, to: string, latencyMs: number) => ({ fromNodeId: from as NodeId, toNodeId: to as NodeId, latencyMs });
+  const edge = (from: string, to: string, latencyMs: number) => ({ fromNodeId: from as NodeId, toNodeId: to as NodeId, latencyMs, bandwidthBytesPerSecond: null });
   const m = model(50, 30);
   const unmeasured = place(stateWith(nodes), m, 3);
   assert.deepEqual(unmeasured, [["a", 0, 15], ["b", 15, 25], ["c", 25, 30]]);

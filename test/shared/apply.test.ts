@@ -255,14 +255,15 @@ test("events naming unknown ids leave State unchanged apart from lastIdx", () =>
 test("NodeDownloadProgress and topology edges", () => {
   let s = run(cluster(), [
     { type: "NodeDownloadProgress", nodeId: B, progress: { modelId: "m2" as ModelId, status: "downloading", downloadedBytes: 1, totalBytes: 4, error: null } },
-    { type: "TopologyEdgeCreated", fromNodeId: A, toNodeId: B, latencyMs: 0.9 },
+    { type: "TopologyEdgeCreated", fromNodeId: A, toNodeId: B, latencyMs: 0.9, bandwidthBytesPerSecond: 1.2e9 },
   ]);
   assert.deepEqual(Object.keys(s.downloads[B] ?? {}).sort(), ["m", "m2"]);
   assert.equal(s.downloads[B]?.["m2"]?.downloadedBytes, 1);
   // Re-created edges replace the old one rather than duplicating it.
-  assert.deepEqual(s.edges.filter((e) => e.fromNodeId === A && e.toNodeId === B), [{ fromNodeId: A, toNodeId: B, latencyMs: 0.9 }]);
+  assert.deepEqual(s.edges.filter((e) => e.fromNodeId === A && e.toNodeId === B), [{ fromNodeId: A, toNodeId: B, latencyMs: 0.9, bandwidthBytesPerSecond: 1.2e9 }]);
   s = run(s, [{ type: "TopologyEdgeDeleted", fromNodeId: A, toNodeId: B }]);
-  assert.deepEqual(s.edges, [{ fromNodeId: B, toNodeId: C, latencyMs: 0.3 }]);
+  // An event logged before bandwidth was measured indexes an edge without one.
+  assert.deepEqual(s.edges, [{ fromNodeId: B, toNodeId: C, latencyMs: 0.3, bandwidthBytesPerSecond: null }]);
 });
 
 // ── cascades ───────────────────────────────────────────────────────────────────────────────────
