@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ClusterState, IndexedEvent } from "../../dashboard/src/lib/cluster-model.ts";
-import { applyEvent, runnerLabel, runnerTone } from "../../dashboard/src/lib/cluster-model.ts";
+import { applyEvent, edgeLabel, runnerLabel, runnerTone } from "../../dashboard/src/lib/cluster-model.ts";
+import { formatBandwidth } from "../../dashboard/src/lib/format.ts";
 
 function state(): ClusterState {
   return {
@@ -73,4 +74,16 @@ test("runner states read as people expect", () => {
   assert.equal(runnerTone({ kind: "Failed", reason: "x" }), "bad");
   assert.equal(runnerTone({ kind: "Running", taskId: "t" }), "busy");
   assert.equal(runnerTone({ kind: "Ready" }), "ok");
+});
+
+test("links read as latency, then bandwidth once measured", () => {
+  const edge = { fromNodeId: "a", toNodeId: "b", latencyMs: 0.05 };
+  assert.equal(edgeLabel({ ...edge, bandwidthBytesPerSecond: 2_104_000_000 }), "0.05 ms · 2.1 GB/s");
+  assert.equal(edgeLabel({ ...edge, bandwidthBytesPerSecond: null }), "0.05 ms");
+  assert.equal(edgeLabel(edge), "0.05 ms", "a node that predates bandwidth probes");
+  assert.equal(edgeLabel({ ...edge, latencyMs: null, bandwidthBytesPerSecond: 117_000_000 }), "— · 117 MB/s");
+  assert.deepEqual(
+    [0, 950, 999.7, 12_345, 117_312_885, 999_999_999, 1.2e13, -1, Number.NaN].map(formatBandwidth),
+    ["0 B/s", "950 B/s", "1.0 kB/s", "12.3 kB/s", "117 MB/s", "1.0 GB/s", "12.0 TB/s", "—", "—"],
+  );
 });

@@ -1,5 +1,6 @@
 // The dashboard's copy of the cluster State and how one indexed event changes it. Pure: the store in
 // cluster.svelte.ts does the I/O (GET /state, GET /events) and holds the reactive copy.
+import { formatBandwidth } from "./format.ts";
 
 export interface RunnerStatus {
   kind: string;
@@ -54,6 +55,8 @@ export interface Edge {
   fromNodeId: string;
   toNodeId: string;
   latencyMs: number | null;
+  /** Absent from nodes that predate bandwidth probes. */
+  bandwidthBytesPerSecond?: number | null;
 }
 export interface ClusterState {
   master_node_id: string | null;
@@ -128,6 +131,13 @@ function applyInPlace(state: ClusterState, event: IndexedEvent["event"]): boolea
     default:
       return false;
   }
+}
+
+/** "0.05 ms · 2.1 GB/s": latency, then bandwidth once the link has measured it. */
+export function edgeLabel(edge: Edge): string {
+  const latency = edge.latencyMs === null ? "—" : `${edge.latencyMs.toFixed(2)} ms`;
+  const bandwidth = edge.bandwidthBytesPerSecond;
+  return bandwidth === null || bandwidth === undefined ? latency : `${latency} · ${formatBandwidth(bandwidth)}`;
 }
 
 export function runnerLabel(status: RunnerStatus): string {

@@ -18,6 +18,19 @@ export function formatMs(ms: number | null | undefined): string {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
 }
 
+/** Link speeds in decimal units, as network speeds are quoted: 125 MB/s is a 1 Gbit/s link. */
+export function formatBandwidth(bytesPerSecond: number | null | undefined): string {
+  if (bytesPerSecond === null || bytesPerSecond === undefined || !Number.isFinite(bytesPerSecond) || bytesPerSecond < 0) return "—";
+  const units = ["B/s", "kB/s", "MB/s", "GB/s", "TB/s"];
+  let value = bytesPerSecond;
+  let unit = 0;
+  while (value >= 999.5 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value.toFixed(value >= 99.95 || unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
 export function shortId(id: string): string {
   return id.length <= 10 ? id : id.slice(0, 8);
 }
