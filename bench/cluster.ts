@@ -129,26 +129,34 @@ export async function main(args: string[]): Promise<void> {
 
   const single = new PipelineCluster({ nodeCount: 1, threads: 2, contextSize: 2048, cards: [ggufCard("single", modelPath, QWEN05_LAYERS)] });
   const split = new PipelineCluster({ nodeCount: 2, threads: 1, contextSize: 2048, cards: [ggufCard("split2", modelPath, QWEN05_LAYERS)] });
+  // Three stages of one thread: with one sequence only one stage computes at a time, so it still uses one core at a time.
+  const split3 = new PipelineCluster({ nodeCount: 3, threads: 1, contextSize: 2048, cards: [ggufCard("split3", modelPath, QWEN05_LAYERS)] });
   single.start();
   split.start();
+  split3.start();
   try {
     await single.place("single", 1);
     const splitInstance = await split.place("split2", 2);
+    await split3.place("split3", 3);
     log(`placed: 1 stage × 2 threads; 2 stages × 1 thread (${splitInstance.shards.map((s) => `[${s.layerStart},${s.layerEnd})`).join(" ")})`);
     // One request each first: pages, caches and the JIT warm up outside the measurement.
     await decodeTokensPerSecond(single, "single", 16, 1);
     await decodeTokensPerSecond(split, "split2", 16, 1);
+    await decodeTokensPerSecond(split3, "split3", 16, 1);
     const singleRates: number[] = [];
     const splitRates: number[] = [];
+    const split3Rates: number[] = [];
     for (let r = 0; r < options.rounds; r++) {
       const a = await decodeTokensPerSecond(single, "single", options.tokens, 100 + r);
       const b = await decodeTokensPerSecond(split, "split2", options.tokens, 100 + r);
+      const c = await decodeTokensPerSecond(split3, "split3", options.tokens, 100 + r);
       if (a !== null) singleRates.push(a);
       if (b !== null) splitRates.push(b);
-      log(`round ${r + 1}: single ${a?.toFixed(1) ?? "-"} tok/s, split ${b?.toFixed(1) ?? "-"} tok/s`);
-      process.stdout.write(`${JSON.stringify({ round: r + 1, single_tok_s: a, split2_tok_s: b })}\n`);
+      if (c !== null) split3Rates.push(c);
+      log(`round ${r + 1}: single ${a?.toFixed(1) ?? "-"} tok/s, 2 stages ${b?.toFixed(1) ?? "-"} tok/s, 3 stages ${c?.toFixed(1) ?? "-"} tok/s`);
+      process.stdout.write(`${JSON.stringify({ round: r + 1, single_tok_s: a, split2_tok_s: b, split3_tok_s: c })}\n`);
     }
-    await single.stop().catch(() => {});
+    await Promise.allSettled([single.stop(), split3.stop()]);
     const cancels: number[] = [];
     for (let i = 0; i < options.cancels; i++) cancels.push(await cancelLatencyMs(split, splitInstance, 1000 + i));
     log(`cancel → every stage freed: median ${median(cancels).toFixed(2)} ms, p99 ${percentile(cancels, 99).toFixed(2)} ms`);
@@ -160,7 +168,9 @@ export async function main(args: string[]): Promise<void> {
       nodes: "in-process workers, separate runner processes",
       single: { stages: 1, threads: 2, decode_tok_s: round(singleTokS, 2) },
       split2: { stages: 2, threads_per_stage: 1, decode_tok_s: round(splitTokS, 2) },
+      split3: { stages: 3, threads_per_stage: 1, decode_tok_s: round(median(split3Rates), 2) },
       pipeline_decode_ratio: round(splitTokS / singleTokS),
+      pipeline_decode_ratio_3stages: round(median(split3Rates) / singleTokS),
       hop_latency_ms: round(hopMs, 4),
       cancel_latency_ms_p99: round(percentile(cancels, 99), 2),
       cancel_latency_ms_median: round(median(cancels), 2),
@@ -170,6 +180,6 @@ export async function main(args: string[]): Promise<void> {
     };
     process.stdout.write(`${JSON.stringify(summary)}\n`);
   } finally {
-    await Promise.allSettled([single.stop(), split.stop()]);
+    await Promise.allSettled([single.stop(), split.stop(), split3.stop()]);
   }
 }

@@ -75,6 +75,7 @@ export class PipelineCluster {
   readonly master: Master;
   private readonly listeners = new Set<() => void>();
   private stopped = false;
+  private stopping: Promise<void> | null = null;
 
   constructor(private readonly options: PipelineClusterOptions) {
     this.home = mkdtempSync(path.join(os.tmpdir(), "skein-pipeline-"));
@@ -221,11 +222,15 @@ export class PipelineCluster {
     return 0;
   }
 
-  async stop(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.stop()));
-    this.stopped = true;
-    await this.log.close();
-    rmSync(this.home, { recursive: true, force: true });
+  /** Shuts every runner down and removes the temp dir; safe to call twice. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      await Promise.all(this.workers.map((w) => w.stop()));
+      this.stopped = true;
+      await this.log.close();
+      rmSync(this.home, { recursive: true, force: true });
+    })();
+    return this.stopping;
   }
 
   private instanceOf(state: State, commandId: CommandId): Instance | undefined {
