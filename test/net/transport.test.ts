@@ -61,6 +61,7 @@ test("two nodes that both dial each other end up with exactly one link", async (
     await waitFor(() => received.length === 1, 2_000, "message over the kept link");
     assert.deepEqual(received[0], ["node-a", { hi: 1 }]);
     assert.equal(a.send("node-nobody" as NodeId, {}), false);
+    await waitFor(() => (a.peerLinks()[0]?.bandwidthBytesPerSecond ?? 0) > 0, 3_000, "a probed bandwidth on the kept link");
   } finally {
     await Promise.all([a.stop(), b.stop()]);
   }
