@@ -10,7 +10,7 @@ import type { NodeId } from "../shared/ids.ts";
 import type { Logger } from "../shared/logger.ts";
 import type { Transport } from "../net/transport.ts";
 import type { LogEntry, RaftConfig, RaftMessage, RaftOutput, RaftState, Role, Snapshot } from "./raft.ts";
-import { configChangePending, configFromLog, step } from "./raft.ts";
+import { configChangePending, configFromLog, replicationLag, step } from "./raft.ts";
 import { AssertionError } from "../shared/assert.ts";
 
 /** Topic of election/replication messages on a transport that will carry other topics too. */
@@ -90,6 +90,16 @@ export class RaftDriver<P, S> {
   /** A configuration change is in the log but not committed: the next one would be refused. */
   get configChangePending(): boolean {
     return configChangePending(this.current);
+  }
+
+  /** Nodes to replicate to without counting them (leader only; cleared when this node becomes leader). */
+  setLearners(learnerIds: readonly NodeId[]): void {
+    this.run({ type: "setLearners", learnerIds });
+  }
+
+  /** Entries `nodeId` trails this leader by; null when this node does not lead it (see replicationLag). */
+  replicationLag(nodeId: NodeId): number | null {
+    return replicationLag(this.current, nodeId);
   }
 
   tick(): void {

@@ -104,6 +104,12 @@ export interface RaftState<P, S> {
   readonly voters: readonly NodeId[];
   /** Index of the entry that set `voters`; snapshot.lastIndex when it came from the snapshot, -1 from config.voterIds. */
   readonly configIndex: number;
+  /**
+   * Nodes a leader replicates to without counting them for commit or quorum (set by the owner with
+   * `setLearners`, not logged): a joiner catches up as a learner and is added as a voter once its
+   * lag is small, so adding it does not stall commits while it downloads the snapshot.
+   */
+  readonly learners: readonly NodeId[];
 }
 
 export type RaftMessage<P, S> =
@@ -139,7 +145,9 @@ export type RaftMessage<P, S> =
 export type RaftInput<P, S> =
   | { readonly type: "tick" }
   | { readonly type: "receive"; readonly from: NodeId; readonly message: RaftMessage<P, S> }
-  | { readonly type: "propose"; readonly payloads: readonly P[] };
+  | { readonly type: "propose"; readonly payloads: readonly P[] }
+  /** Replaces the leader's learners (ignored for replication while not leading). */
+  | { readonly type: "setLearners"; readonly learnerIds: readonly NodeId[] };
 
 export type RaftOutput<P, S> =
   | { readonly type: "send"; readonly to: NodeId; readonly message: RaftMessage<P, S> }
@@ -174,6 +182,7 @@ export function initialRaftState<P, S>(config: RaftConfig<P, S>, snapshot: Snaps
     progress: {},
     rngState: seed >>> 0,
     ...configFromLog(config, snapshot, []),
+    learners: [],
   };
   return withElectionDeadline(config, base, nowMs);
 }
@@ -249,11 +258,11 @@ function configChangeProblem<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>,
   return null;
 }
 
-/** A leader tracks progress for exactly the voters of its current configuration (itself aside). */
+/** A leader tracks progress for exactly the voters of its current configuration and its learners (itself aside). */
 function withProgressForVoters<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number): RaftState<P, S> {
   if (s.role !== "leader") return s;
   const progress: Record<string, PeerProgress> = {};
-  for (const peerId of peersOf(config, s)) {
+  for (const peerId of replicationTargets(config, s)) {
     // A new voter starts from the leader's end and backs off to what it has (or gets the snapshot);
     // it counts as heard from now, so check-quorum gives it an election timeout to answer.
     progress[peerId] = s.progress[peerId] ?? { nextIndex: lastLogIndex(s) + 1, matchIndex: -1, sentSeq: 0, sentAtMs: -Infinity, ackedAtMs: nowMs };
@@ -285,6 +294,9 @@ export function step<P, S>(config: RaftConfig<P, S>, state: RaftState<P, S>, inp
     case "propose":
       s = onPropose(config, s, input.payloads, nowMs, outputs);
       break;
+    case "setLearners":
+      s = onSetLearners(config, s, input.learnerIds, nowMs, outputs);
+      break;
     default:
       return assertNever(input);
   }
@@ -315,7 +327,7 @@ function onTick<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: numbe
     }
     if (nowMs < s.heartbeatDueMs) return s;
     let next: RaftState<P, S> = { ...s, heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
-    for (const peerId of peersOf(config, next)) {
+    for (const peerId of replicationTargets(config, next)) {
       // A peer with a message sent less than a heartbeat ago gets the next one with its reply.
       if (nowMs - (next.progress[peerId]?.sentAtMs ?? -Infinity) >= config.heartbeatIntervalMs) next = sendReplication(config, next, peerId, nowMs, out);
     }
@@ -350,14 +362,15 @@ function startElection<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs
 }
 
 function becomeLeader<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
-  let next: RaftState<P, S> = { ...s, role: "leader", leaderId: config.nodeId, progress: {}, preVotesGranted: [], heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
+  // Learners are a leader's own business: a new leader starts with none until its owner sets them.
+  let next: RaftState<P, S> = { ...s, role: "leader", leaderId: config.nodeId, progress: {}, learners: [], preVotesGranted: [], heartbeatDueMs: nowMs + config.heartbeatIntervalMs };
   next = withProgressForVoters(config, next, nowMs);
   // The no-op of this term: committing it commits everything before it (Raft §5.4.2).
   const index = lastLogIndex(next) + 1;
   const noop = { term: next.term, index, payload: config.leaderNoop(index, next.term, config.nodeId, nowMs) };
   next = withAppendedConfig(config, { ...next, log: next.log.concat(noop) }, [noop]);
   next = advanceCommit(config, withProgressForVoters(config, next, nowMs));
-  for (const peerId of peersOf(config, next)) next = sendReplication(config, next, peerId, nowMs, out);
+  for (const peerId of replicationTargets(config, next)) next = sendReplication(config, next, peerId, nowMs, out);
   return next;
 }
 
@@ -387,7 +400,7 @@ function onPropose<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, payloads:
   let next = withAppendedConfig(config, { ...s, log: s.log.concat(entries) }, entries);
   next = advanceCommit(config, withProgressForVoters(config, next, nowMs));
   out.push({ type: "proposed", firstIndex, lastIndex: firstIndex + entries.length - 1 });
-  for (const peerId of peersOf(config, next)) {
+  for (const peerId of replicationTargets(config, next)) {
     const progress = next.progress[peerId];
     // Stop-and-wait per peer: a follower with a message in flight gets these with its reply; an idle
     // one gets them now (waiting for the heartbeat would add up to its interval to every commit).
@@ -396,6 +409,21 @@ function onPropose<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, payloads:
     }
   }
   return next;
+}
+
+function onSetLearners<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, learnerIds: readonly NodeId[], nowMs: number, out: RaftOutput<P, S>[]): RaftState<P, S> {
+  const learners = [...new Set(learnerIds)].filter((id) => id !== config.nodeId);
+  let next = withProgressForVoters(config, { ...s, learners }, nowMs);
+  if (next.role !== "leader") return next;
+  // A new learner hears from the leader now, not at the next heartbeat.
+  for (const id of learners) if (s.progress[id] === undefined && next.progress[id] !== undefined) next = sendReplication(config, next, id, nowMs, out);
+  return next;
+}
+
+/** How far `nodeId` trails the leader's log (entries), or null when this node does not lead it. */
+export function replicationLag(s: RaftState<unknown, unknown>, nodeId: NodeId): number | null {
+  const progress = s.role === "leader" ? s.progress[nodeId] : undefined;
+  return progress === undefined ? null : lastLogIndex(s) - progress.matchIndex;
 }
 
 // ── receiving ───────────────────────────────────────────────────────────────────────────────────
@@ -590,7 +618,7 @@ function onAppendEntriesReply<P, S>(
   if (next.commitIndex > s.commitIndex) {
     // Followers learn a commit from the next message; idle ones get it now, not at the next heartbeat
     // (a follower's API streams tokens from committed entries).
-    for (const peerId of peersOf(config, next)) {
+    for (const peerId of replicationTargets(config, next)) {
       const peer = next.progress[peerId];
       if (peer !== undefined && isIdle(peer)) next = sendReplication(config, next, peerId, nowMs, out);
     }
@@ -650,7 +678,7 @@ function applyCommitted<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowM
 function compact<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: number): RaftState<P, S> {
   let foldUpToIndex = s.appliedIndex - config.logTailKeep;
   if (s.role === "leader") {
-    for (const id of peersOf(config, s)) {
+    for (const id of replicationTargets(config, s)) {
       const progress = s.progress[id];
       if (progress !== undefined && nowMs - progress.ackedAtMs <= config.electionTimeoutMaxMs) foldUpToIndex = Math.min(foldUpToIndex, progress.matchIndex);
     }
@@ -667,4 +695,11 @@ function compact<P, S>(config: RaftConfig<P, S>, s: RaftState<P, S>, nowMs: numb
 
 function peersOf(config: { readonly nodeId: NodeId }, s: { readonly voters: readonly NodeId[] }): NodeId[] {
   return s.voters.filter((id) => id !== config.nodeId);
+}
+
+/** Who a leader sends entries to: its voters and its learners (which are never counted). */
+function replicationTargets(config: { readonly nodeId: NodeId }, s: { readonly voters: readonly NodeId[]; readonly learners: readonly NodeId[] }): NodeId[] {
+  const targets = peersOf(config, s);
+  for (const id of s.learners) if (id !== config.nodeId && !targets.includes(id)) targets.push(id);
+  return targets;
 }

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { restoredRaftState } from "../../src/election/driver.ts";
 import type { LogEntry, RaftConfig, RaftInput, RaftMessage, RaftOutput, RaftState, Snapshot } from "../../src/election/raft.ts";
-import { configChangePending, initialRaftState, isVoter, lastLogIndex, step, votersOf, withoutVoter, withVoter } from "../../src/election/raft.ts";
+import { configChangePending, initialRaftState, isVoter, lastLogIndex, replicationLag, step, votersOf, withoutVoter, withVoter } from "../../src/election/raft.ts";
 import type { NodeId } from "../../src/shared/ids.ts";
 
 type P = string;
@@ -304,4 +304,39 @@ test("a removed node that keeps campaigning without pre-vote cannot depose a wor
     assert.equal(net.s(id).role, before.role);
   }
   assert.equal(net.s(A).role, "leader");
+});
+
+test("a learner catches up by snapshot without being counted, then is added with nothing left to wait for", () => {
+  const net = new TestNet();
+  net.add(A, [A], 1);
+  net.nowMs = 300;
+  net.run(A, { type: "tick" });
+  for (let i = 0; i < 20; i++) net.run(A, { type: "propose", payloads: [`p${i}`] });
+  net.add(B, [], 2);
+  assert.equal(replicationLag(net.s(A), B), null, "not replicated to before it is a learner");
+  const sent = net.run(A, { type: "setLearners", learnerIds: [B] });
+  assert.ok(sends(sent).some((o) => o.to === B), "a new learner is sent to at once");
+  assert.deepEqual(net.s(A).voters, [A], "a learner is no voter");
+  // Cut off, the learner holds nothing up: the single voter commits alone.
+  net.deliver([B]);
+  net.run(A, { type: "propose", payloads: ["while-b-is-away"] });
+  assert.equal(net.s(A).commitIndex, lastLogIndex(net.s(A)));
+  net.tickAll(net.nowMs + 400, [B]);
+  assert.equal(net.s(A).role, "leader", "check-quorum does not count learners");
+  // Reachable, it catches up by snapshot + tail.
+  net.tickAll(net.nowMs + 60);
+  assert.ok(net.outputs.get(B)!.some((o) => o.type === "restore"), "snapshot installed");
+  assert.equal(replicationLag(net.s(A), B), 0);
+  assert.equal(net.s(B).role, "follower");
+  assert.equal(net.s(B).term, net.s(A).term, "a learner never campaigns");
+  // Promotion: the change commits on the next round trip.
+  net.run(A, { type: "propose", payloads: [cfgEntry([A, B])] });
+  net.tickAll(net.nowMs + 60);
+  assert.equal(configChangePending(net.s(A)), false);
+  assert.deepEqual(net.s(B).voters, [A, B]);
+  // A new leader starts without learners: they are the owner's to set again.
+  const cfgA = config(A, [A]);
+  const fresh = step(cfgA, { ...initialRaftState(cfgA, empty, 5, 0), learners: [C] }, { type: "tick" }, 1_000).state;
+  assert.equal(fresh.role, "leader");
+  assert.deepEqual(fresh.learners, []);
 });

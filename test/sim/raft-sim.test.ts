@@ -30,6 +30,7 @@ export interface SeedResult {
   readonly removalsProposed: number;
   readonly configsCommitted: number;
   readonly configsRefused: number;
+  readonly learnersSet: number;
   /** Voters of the final configuration. */
   readonly finalVoterCount: number;
 }
@@ -114,6 +115,7 @@ export function runSeed(seed: number, extra: Partial<SimOptions> = {}): SeedResu
     removalsProposed: sim.stats.removalsProposed,
     configsCommitted: sim.stats.configsCommitted,
     configsRefused: sim.stats.configsRefused,
+    learnersSet: sim.stats.learnersSet,
     finalVoterCount: leader.raft.voters.length,
   };
 }
@@ -142,10 +144,11 @@ test("simulation: many seeds, faults then healing, all checkers hold", () => {
   const removals = results.reduce((sum, r) => sum + r.removalsProposed, 0);
   const configsCommitted = results.reduce((sum, r) => sum + r.configsCommitted, 0);
   const configsRefused = results.reduce((sum, r) => sum + r.configsRefused, 0);
+  const learnersSet = results.reduce((sum, r) => sum + r.learnersSet, 0);
   console.log(
     `simulation: ${results.length} seeds (${baseSeed}..${(baseSeed + results.length - 1) >>> 0}) in ${Date.now() - startedAt} ms; ` +
       `committed per seed ≥ ${committedMin}; converged within ${convergedMsMax} simulated ms of healing; ` +
-      `membership: ${joins} joins and ${removals} removals proposed, ${configsCommitted} committed, ${configsRefused} refused, final voters ${Math.min(...results.map((r) => r.finalVoterCount))}..${Math.max(...results.map((r) => r.finalVoterCount))}`,
+      `membership: ${learnersSet} learners set, ${joins} joins and ${removals} removals proposed, ${configsCommitted} committed, ${configsRefused} refused, final voters ${Math.min(...results.map((r) => r.finalVoterCount))}..${Math.max(...results.map((r) => r.finalVoterCount))}`,
   );
   assert.ok(results.length >= (fixed === undefined ? 10 : 1), `only ${results.length} seeds ran within the budget`);
   assert.ok(results.every((r) => r.committed > 0), "a seed committed nothing");

@@ -8,7 +8,7 @@ import { RaftDriver, restoredRaftState } from "../../src/election/driver.ts";
 import { skeinRaftConfig, skeinRaftMessageParser } from "../../src/election/skein-log.ts";
 import { Prng } from "../../src/election/prng.ts";
 import type { LogEntry, RaftConfig, RaftMessage, RaftState, Snapshot } from "../../src/election/raft.ts";
-import { configChangePending, initialRaftState, lastLogIndex, withoutVoter, withVoter } from "../../src/election/raft.ts";
+import { configChangePending, initialRaftState, lastLogIndex, replicationLag, withoutVoter, withVoter } from "../../src/election/raft.ts";
 import type { MessageHandler, PeerHandler, Transport } from "../../src/net/transport.ts";
 import { apply } from "../../src/shared/apply.ts";
 import type { NodeId } from "../../src/shared/ids.ts";
@@ -23,6 +23,9 @@ import { FakeNetwork } from "./fake-network.ts";
 export type Payload = IndexedEvent;
 export type Message = unknown;
 export type RaftWireMessage = RaftMessage<Payload, State>;
+
+/** A learner this close behind the leader is promoted to voter. */
+const LEARNER_LAG_TO_PROMOTE = 16;
 
 export class SimulationError extends Error {
   override name = "SimulationError";
@@ -147,7 +150,7 @@ export class SimCluster {
   private readonly committed: { term: number; key: string }[] = [];
   private readonly stateHashAt = new Map<number, string>();
   private readonly checkStateEveryApply: boolean;
-  readonly stats = { elections: 0, snapshotsInstalled: 0, snapshotMessages: 0, proposed: 0, refused: 0, joinsProposed: 0, removalsProposed: 0, configsCommitted: 0, configsRefused: 0 };
+  readonly stats = { elections: 0, snapshotsInstalled: 0, snapshotMessages: 0, proposed: 0, refused: 0, joinsProposed: 0, removalsProposed: 0, configsCommitted: 0, configsRefused: 0, learnersSet: 0 };
   /** The voters of the latest committed configuration (the static one before any). */
   private committedVoters: readonly NodeId[];
   /** Nodes some leader proposed to remove: they may live on with a stale configuration, outside the cluster. */
@@ -247,6 +250,17 @@ export class SimCluster {
     const voters = leader.raft.voters;
     const joiner = this.nodes.find((n) => !voters.includes(n.id) && !this.removed.has(n.id) && !n.crashed && this.network.connected(leader.id, n.id));
     if (joiner !== undefined && this.prng.chance(0.5)) {
+      // Half the joiners first catch up as learners and are added once close behind; the others
+      // are added at once and catch up as voters.
+      if (this.prng.chance(0.5)) {
+        if (!leader.raft.learners.includes(joiner.id)) {
+          leader.driver.setLearners([...leader.raft.learners, joiner.id]);
+          this.stats.learnersSet++;
+          return `learner ${joiner.id}`;
+        }
+        const lag = replicationLag(leader.raft, joiner.id);
+        if (lag === null || lag > LEARNER_LAG_TO_PROMOTE) return null;
+      }
       if (!this.proposeMembers(leader, withVoter(voters, joiner.id))) return null;
       this.stats.joinsProposed++;
       return `add ${joiner.id}`;
