@@ -233,12 +233,12 @@ export class RaftStore {
       this.votedForWritten = hard.votedFor;
       this.stats.termVoteWrites++;
     }
+    // By reference: the core makes a new snapshot object only when it compacts or installs one, and
+    // an owner that builds its own (a node founding or leaving a cluster) may reuse an index and term
+    // for another State, which must not be mistaken for the one on disk.
     if (hard.snapshot !== this.snapshotWritten) {
-      // Snapshots of the same index and term fold the same committed entries: equal by construction.
-      if (hard.snapshot.lastIndex !== this.snapshotWritten.lastIndex || hard.snapshot.lastTerm !== this.snapshotWritten.lastTerm) {
-        writeFileAtomically(this.dir, RAFT_SNAPSHOT_FILE, packr.pack(hard.snapshot));
-        this.stats.snapshotWrites++;
-      }
+      writeFileAtomically(this.dir, RAFT_SNAPSHOT_FILE, packr.pack(hard.snapshot));
+      this.stats.snapshotWrites++;
       this.snapshotWritten = hard.snapshot;
     }
     this.persistEntries(hard.snapshot, hard.log);

@@ -105,6 +105,7 @@ test("compaction: once the snapshot passes half the file, the file is rewritten 
   const log = entries(0, 199, 1);
   store.persist(hard(1, null, EMPTY, log));
   const fullBytes = statSync(join(dir, RAFT_ENTRIES_FILE)).size;
+  const snapshotWritesBefore = store.stats.snapshotWrites;
   // The snapshot passes a quarter: not yet worth a rewrite.
   store.persist(hard(1, null, snapshotOf(log, 49), log));
   assert.equal(store.stats.rewrites, 0);
@@ -119,7 +120,7 @@ test("compaction: once the snapshot passes half the file, the file is rewritten 
   const longer = [...log, ...entries(200, 209, 1)];
   store.persist(hard(1, null, snapshot, longer));
   assertSameHard(reopen(dir).hard, hard(1, null, snapshot, longer), "appended after compaction");
-  assert.equal(store.stats.snapshotWrites, 2);
+  assert.equal(store.stats.snapshotWrites - snapshotWritesBefore, 2, "one write per new snapshot, none for appends");
   await store.close();
 });
 
@@ -356,4 +357,21 @@ test("temporary files left by a crash in the middle of an atomic write are ignor
   opened.store.persist(next);
   assertSameHard(reopen(dir).hard, next, "atomic writes went through the stale tmp files");
   await opened.store.close();
+});
+
+test("a new snapshot object is written even at the same index and term (an owner's rebuilt State)", async () => {
+  const dir = freshDir();
+  const { store } = RaftStore.open(dir);
+  const log = entries(0, 9, 1);
+  const first = snapshotOf(log, 9);
+  store.persist(hard(1, null, first, log));
+  // Same index and term, another State (e.g. members cleared by a node founding its own cluster).
+  const rebuilt: Snapshot<State> = { ...first, state: { ...first.state, members: [], clusterId: null, masterNodeId: "n-other" as NodeId } };
+  store.persist(hard(2, null, rebuilt, []));
+  assert.equal(store.stats.snapshotWrites, 2);
+  assertSameHard(reopen(dir).hard, hard(2, null, rebuilt, []), "the rebuilt snapshot");
+  // The same object again is not rewritten.
+  store.persist(hard(3, null, rebuilt, []));
+  assert.equal(store.stats.snapshotWrites, 2);
+  await store.close();
 });
