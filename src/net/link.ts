@@ -25,6 +25,11 @@ export interface LinkOptions {
   readonly deadAfterMs?: number;
   readonly handshakeTimeoutMs?: number;
   readonly sendQueueBytesMax?: number;
+  /**
+   * Send bandwidth probes to peers that answer them (every link answers). The transport's node links
+   * do; pipeline stage links do not, so 1 MiB never sits in front of an activation.
+   */
+  readonly probeBandwidth?: boolean;
   readonly probeFirstDelayMs?: number;
   readonly probeIntervalMs?: number;
 }
@@ -255,7 +260,7 @@ export class Link {
     this.heartbeatTimer.unref();
     this.options.logger.info({ peer: this.peerHello?.nodeId, remote: this.socket.remoteAddress, direction: this.direction }, "link open");
     this.heartbeat();
-    if (this.peerHello?.probeVersion === PROBE_VERSION) this.scheduleProbe(this.options.probeFirstDelayMs ?? PROBE_FIRST_DELAY_MS);
+    if (this.options.probeBandwidth === true && this.peerHello?.probeVersion === PROBE_VERSION) this.scheduleProbe(this.options.probeFirstDelayMs ?? PROBE_FIRST_DELAY_MS);
     this.handlers.onOpen?.(this);
   }
 

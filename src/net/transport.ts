@@ -137,7 +137,7 @@ export class NetTransport implements Transport {
   }
 
   private linkOptions(): LinkOptions {
-    return { identity: this.identity, logger: this.options.logger, ...this.options.link };
+    return { identity: this.identity, logger: this.options.logger, probeBandwidth: true, ...this.options.link };
   }
 
   private async startIo(): Promise<void> {

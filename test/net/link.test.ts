@@ -6,7 +6,7 @@ import net from "node:net";
 import { test } from "node:test";
 import type { NodeId } from "../../src/shared/ids.ts";
 import { silentLogger } from "../../src/shared/logger.ts";
-import { PROBE_VERSION } from "../../src/net/bandwidth-probe.ts";
+import { PROBE_VERSION, probeFrames } from "../../src/net/bandwidth-probe.ts";
 import { encodeFrame, FrameDecoder } from "../../src/net/frame.ts";
 import type { LinkIdentity } from "../../src/net/handshake.ts";
 import { helloOf, newNonce } from "../../src/net/handshake.ts";
@@ -20,7 +20,7 @@ function identity(nodeId: string, overrides: Partial<LinkIdentity> = {}): LinkId
 }
 
 function options(nodeId: string, overrides: Partial<LinkIdentity> = {}, extra: Partial<LinkOptions> = {}): LinkOptions {
-  return { identity: identity(nodeId, overrides), logger: silentLogger(), heartbeatIntervalMs: 50, deadAfterMs: 400, handshakeTimeoutMs: 2_000, ...extra };
+  return { identity: identity(nodeId, overrides), logger: silentLogger(), heartbeatIntervalMs: 50, deadAfterMs: 400, handshakeTimeoutMs: 2_000, probeBandwidth: true, ...extra };
 }
 
 /** Resolves when `predicate` holds, checked every 10 ms; rejects after `timeoutMs`. */
@@ -284,6 +284,23 @@ test("a bandwidth probe measures the link within a couple of seconds of opening"
     assert.ok(client.isOpen, "the probe left the link open");
   } finally {
     client.close("test over");
+    await s.close();
+  }
+});
+
+test("a link without probeBandwidth never probes but answers its peer's probes", async () => {
+  const { server: s, links } = await server("node-a", { secret: null }, { probeBandwidth: false, probeFirstDelayMs: 0, deadAfterMs: 5_000 });
+  const received: string[] = [];
+  const peer = await silentPeer(s.port, {}, received);
+  try {
+    await waitFor(() => links[0]?.isOpen === true, 2_000, "open");
+    for (const frame of probeFrames(7)) peer.write(encodeFrame(frame));
+    await waitFor(() => received.includes("probeResult"), 2_000, "the answer to the peer's probe");
+    await waitFor(() => received.filter((t) => t === "ping").length >= 5, 2_000, "five heartbeats");
+    assert.deepEqual(received.filter((t) => t === "probe"), []);
+    assert.ok(links[0]!.isOpen);
+  } finally {
+    peer.destroy();
     await s.close();
   }
 });
