@@ -41,6 +41,17 @@ export interface PeerView {
   readonly nodeId: NodeId;
   /** The cluster the peer says it is in or is joining; null when it has said nothing yet. */
   readonly clusterId: string | null;
+  /**
+   * A joiner has caught up with the leader's log as a learner (absent: unknown, taken as caught up).
+   * Adding it before would raise the majority while it still needs a snapshot.
+   */
+  readonly caughtUp?: boolean;
+}
+
+/** Joiners: linked peers asking for this cluster that are not members yet (the leader makes them learners). */
+export function joiners(clusterId: string | null, members: readonly NodeId[], linkedPeers: readonly PeerView[]): NodeId[] {
+  if (clusterId === null) return [];
+  return linkedPeers.filter((p) => p.clusterId === clusterId && !members.includes(p.nodeId)).map((p) => p.nodeId);
 }
 
 export type MembersChange = EventOf<"ClusterMembersChanged">;
@@ -49,7 +60,7 @@ export type MembersChange = EventOf<"ClusterMembersChanged">;
  * The leader's next membership change, one voter at a time (single-server changes keep any two
  * majorities overlapping): none while an earlier change is uncommitted (`committed` lags
  * `current`); otherwise remove one member that timed out, else add one linked peer that asks to
- * join this cluster. `current` is the master's State (uncommitted entries included).
+ * join this cluster and has caught up. `current` is the master's State (uncommitted entries included).
  */
 export function nextMembersChange(
   current: State,
@@ -64,7 +75,7 @@ export function nextMembersChange(
   if (gone !== undefined && members.length > 1) {
     return { type: "ClusterMembersChanged", clusterId, members: members.filter((id) => id !== gone) };
   }
-  const joining = linkedPeers.find((p) => p.clusterId === clusterId && !members.includes(p.nodeId));
+  const joining = linkedPeers.find((p) => p.clusterId === clusterId && !members.includes(p.nodeId) && p.caughtUp !== false);
   if (joining !== undefined) return { type: "ClusterMembersChanged", clusterId, members: [...members, joining.nodeId] };
   return null;
 }

@@ -31,7 +31,7 @@ import type { Command, Event, IndexedEvent, WorkerEvent } from "../shared/types.
 import type { ClusterPort, StateListener, WorkerEventSink } from "./cluster-port.ts";
 import { FORWARD_ACK_TOPIC, FORWARD_TOPIC, ForwardAckSchema, ForwardMessageSchema, Inbox, Outbox } from "./forwarding.ts";
 import type { ClusterDescriptor, PeerView } from "./membership.ts";
-import { newClusterId, nextMembersChange, shouldJoin } from "./membership.ts";
+import { joiners, newClusterId, nextMembersChange, shouldJoin } from "./membership.ts";
 import { Replica } from "./replica.ts";
 
 export type SkeinHardState = HardState<IndexedEvent, State>;
@@ -46,6 +46,8 @@ const RAFT_TICK_MS = 20;
 /** How often the leader looks at links (membership, timeouts, edges) and nodes gossip their cluster. */
 const MEMBERSHIP_TICK_MS = 250;
 const GOSSIP_INTERVAL_MS = 1_000;
+/** A joiner within this many entries of the leader's log is added as a voter. */
+export const JOINER_CAUGHT_UP_LAG_MAX = 64;
 /** No leader heard for this long: found a cluster of one with the State this node holds. */
 export const ALONE_TIMEOUT_MS = 15_000;
 
@@ -86,6 +88,8 @@ export class ReplicatedCluster implements ClusterPort, WorkerEventSink {
   private joining: ClusterDescriptor | null = null;
   private readonly peerClusters = new Map<NodeId, ClusterDescriptor | null>();
   private unreachableSince = new Map<NodeId, number>();
+  /** The learners last given to the election core (joiners catching up before they vote). */
+  private learnersKey = "";
   private lastLeaderSeenMs: number;
   private lastGossipMs = 0;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -254,6 +258,7 @@ export class ReplicatedCluster implements ClusterPort, WorkerEventSink {
     master.start();
     this.master = master;
     this.inbox.reset();
+    this.learnersKey = "";
     logger.info({ term, lastIdx: master.state.lastIdx, members: master.state.members }, "this node is the master");
   }
 
@@ -446,7 +451,19 @@ export class ReplicatedCluster implements ClusterPort, WorkerEventSink {
       for (const nodeId of timedOut) {
         if (master.state.nodes[nodeId] !== undefined) master.handleClusterEvent({ type: "NodeTimedOut", nodeId });
       }
-      const peers: PeerView[] = [...linked].map((nodeId) => ({ nodeId, clusterId: this.peerClusters.get(nodeId)?.clusterId ?? null }));
+      const linkedViews: PeerView[] = [...linked].map((nodeId) => ({ nodeId, clusterId: this.peerClusters.get(nodeId)?.clusterId ?? null }));
+      // Joiners first replicate as learners (they count for no majority), and vote once caught up.
+      const learners = joiners(master.state.clusterId, master.state.members, linkedViews);
+      const learnersKey = learners.join(",");
+      if (learnersKey !== this.learnersKey) {
+        this.learnersKey = learnersKey;
+        this.driver.setLearners(learners);
+      }
+      const peers = linkedViews.map((p) => {
+        if (!learners.includes(p.nodeId)) return p;
+        const lag = this.driver.replicationLag(p.nodeId);
+        return { ...p, caughtUp: lag !== null && lag <= JOINER_CAUGHT_UP_LAG_MAX };
+      });
       const change = nextMembersChange(master.state, this.replica.state, peers, new Set(timedOut));
       if (change !== null) {
         this.options.logger.info({ members: change.members }, "changing the cluster's members");

@@ -1,7 +1,7 @@
 // The pure cluster-membership decisions as tables: seniority, when to join, one change at a time.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { compareSeniority, newClusterId, nextMembersChange, shouldJoin } from "../../src/node/membership.ts";
+import { compareSeniority, joiners, newClusterId, nextMembersChange, shouldJoin } from "../../src/node/membership.ts";
 import type { NodeId } from "../../src/shared/ids.ts";
 import type { State } from "../../src/shared/state.ts";
 import { emptyState } from "../../src/shared/state.ts";
@@ -44,8 +44,12 @@ function stateWith(members: NodeId[], clusterId = "c1"): State {
 
 test("nextMembersChange: adds a linked joiner, removes a timed-out member, one at a time", () => {
   const s = stateWith([A]);
-  const joiners = [{ nodeId: B, clusterId: "c1" }];
-  assert.deepEqual(nextMembersChange(s, s, joiners, new Set()), { type: "ClusterMembersChanged", clusterId: "c1", members: [A, B] });
+  const asking = [{ nodeId: B, clusterId: "c1" }];
+  assert.deepEqual(nextMembersChange(s, s, asking, new Set()), { type: "ClusterMembersChanged", clusterId: "c1", members: [A, B] });
+  // A joiner still catching up as a learner waits; the joiners list names it all the same.
+  assert.equal(nextMembersChange(s, s, [{ nodeId: B, clusterId: "c1", caughtUp: false }], new Set()), null);
+  assert.deepEqual(joiners("c1", [A], [{ nodeId: B, clusterId: "c1" }, { nodeId: C, clusterId: "other" }, { nodeId: A, clusterId: "c1" }]), [B]);
+  assert.deepEqual(joiners(null, [A], [{ nodeId: B, clusterId: "c1" }]), []);
   // A peer of another cluster (or one that said nothing yet) is not added.
   assert.equal(nextMembersChange(s, s, [{ nodeId: B, clusterId: "other" }, { nodeId: C, clusterId: null }], new Set()), null);
   // A change still uncommitted (committed lags current): wait.
@@ -55,5 +59,5 @@ test("nextMembersChange: adds a linked joiner, removes a timed-out member, one a
   assert.deepEqual(nextMembersChange(three, three, [], new Set([C])), { type: "ClusterMembersChanged", clusterId: "c1", members: [A, B] });
   assert.equal(nextMembersChange(s, s, [], new Set([A])), null);
   // No cluster named yet: nothing to change.
-  assert.equal(nextMembersChange(emptyState(), emptyState(), joiners, new Set()), null);
+  assert.equal(nextMembersChange(emptyState(), emptyState(), asking, new Set()), null);
 });
