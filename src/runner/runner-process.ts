@@ -97,6 +97,9 @@ export class RunnerProcess {
   }
 
   private async startPipeline(stage: StageRole, engine: Engine): Promise<void> {
+    if (engine.openStageSequence === undefined) {
+      throw new Error(`this engine cannot run pipeline stage ${stage.stageIndex + 1}/${stage.stageCount} (no openStageSequence)`);
+    }
     const logger = forwardingLogger((level, message, fields) => this.log(level, message, { ...fields, stage: stage.stageIndex }));
     const pipeline = new RunnerPipeline(stage, engine, logger, {
       listening: (port) => this.channel.send({ type: "stageListening", port }),

@@ -152,3 +152,15 @@ test("an invalid message is logged and changes nothing", async () => {
   assert.equal(after.length, 2);
   assert.ok(after.every((m) => m.type === "log" && m.level === "warn"));
 });
+
+test("a pipeline stage on an engine that cannot run stages fails its load with the reason", async () => {
+  const channel = new FakeRunnerChannel();
+  const runner = new RunnerProcess(channel);
+  runner.start();
+  const stage = { stageIndex: 1, stageCount: 2, nodeId: "node-b", runnerId: "runner-b", clusterName: "skein", secretHex: null, listenHost: "127.0.0.1" };
+  runner.handleRaw({ type: "load", spec: fakeShardSpec(), engineModule: FAKE_ENGINE_MODULE, stage });
+  const failed = await channel.messages.next(isStatus("Failed"), "Failed");
+  assert.match(failed.type === "status" && failed.status.kind === "Failed" ? failed.status.reason : "", /cannot run pipeline stage 2\/2/);
+  await channel.exitCodes.next((code) => code === 1, "exit 1");
+  assert.equal(channel.messages.items.some((m) => m.type === "stageListening"), false, "no port reported");
+});
