@@ -12,7 +12,8 @@
         "src/engine/native/kernels/neon.cc",
         "src/engine/native/kernels/packed.cc",
         "src/engine/native/kernels/packed512.cc",
-        "src/engine/native/kernels/attention512.cc"
+        "src/engine/native/kernels/attention512.cc",
+        "src/engine/native/kernels/kquant512.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

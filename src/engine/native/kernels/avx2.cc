@@ -469,8 +469,19 @@ SKEIN_AVX2 static void tile_q6_K_row(int n, const uint8_t* w, const uint8_t* y, 
 
 using k_row_fn = void (*)(int, const uint8_t*, const uint8_t*, size_t, float*, int64_t, bool);
 
-static void tile_k(const k_row_fn (&byT)[4], int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys,
-                   float* out, int64_t os, bool acc) {
+// One token (decode) goes through the type's selected dot, which may be a wider ISA's
+// bit-identical version; several tokens share each row's unpacking here.
+static void tile_k(const k_row_fn (&byT)[4], int type, int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y,
+                   size_t ys, float* out, int64_t os, bool acc) {
+  if (T == 1) {
+    const vec_dot_fn dot = type_traits(type)->dot;
+    for (int r = 0; r < R; r++) {
+      float v;
+      dot(n, &v, w + (size_t)r * ws, y);
+      out[r] = acc ? out[r] + v : v;
+    }
+    return;
+  }
   for (int r = 0; r < R; r++) {
     for (int t0 = 0; t0 < T; t0 += 4) {
       const int tn = T - t0 < 4 ? T - t0 : 4;
@@ -481,12 +492,12 @@ static void tile_k(const k_row_fn (&byT)[4], int n, int R, int T, const uint8_t*
 
 void tile_q4_K(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc) {
   static const k_row_fn byT[4] = {tile_q4_K_row<1>, tile_q4_K_row<2>, tile_q4_K_row<3>, tile_q4_K_row<4>};
-  tile_k(byT, n, R, T, w, ws, y, ys, out, os, acc);
+  tile_k(byT, T_Q4_K, n, R, T, w, ws, y, ys, out, os, acc);
 }
 
 void tile_q6_K(int n, int R, int T, const uint8_t* w, size_t ws, const uint8_t* y, size_t ys, float* out, int64_t os, bool acc) {
   static const k_row_fn byT[4] = {tile_q6_K_row<1>, tile_q6_K_row<2>, tile_q6_K_row<3>, tile_q6_K_row<4>};
-  tile_k(byT, n, R, T, w, ws, y, ys, out, os, acc);
+  tile_k(byT, T_Q6_K, n, R, T, w, ws, y, ys, out, os, acc);
 }
 
 }  // namespace avx2

@@ -159,6 +159,8 @@ namespace avx512 {
 bool scores_f16_heads(int nHeads, int nPos, int hd, const uint16_t* k, size_t stride, const float* q, float* out, size_t outStride);
 bool values_f16_heads(int nHeads, int nPos, int hd, const uint16_t* v, size_t stride, const float* p, size_t pStride, float* out);
 void round_f16(int n, float* x);
+// Bit-identical to the avx2 version (kquant512.cc).
+void dot_q6_K_q8_K(int n, float* s, const void* x, const void* y);
 }  // namespace avx512
 
 namespace neon {

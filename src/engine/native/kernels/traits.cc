@@ -64,6 +64,8 @@ static void init_once() {
     g_traits[T_Q8_0].tile = avx2::tile_q8_0;
     g_traits[T_Q4_K].tile = avx2::tile_q4_K;
     g_traits[T_Q6_K].tile = avx2::tile_q6_K;
+    // AVX-512 F/BW/VL: bit-identical to the avx2 dot and tile.
+    if (g_float.roundF16 != nullptr) g_traits[T_Q6_K].dot = avx512::dot_q6_K_q8_K;
 #define SKEIN_USE_TILES(ns, label)                    \
   g_isa = label;                                      \
   g_traits[T_Q4_0].dot = ns::dot_q4_0_q8_0;           \
