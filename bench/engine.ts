@@ -9,7 +9,7 @@
 // VmHWM), engines alternate within every round because this VM's speed drifts, and medians are
 // reported. The last line is the issue's JSON; ratios are ours / llama.cpp at the headline count.
 import { spawnSync } from "node:child_process";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { BENCH_MIXES, ensureBenchModel, type BenchMix } from "./engine-model.ts";
 import { ensureNativeLlamaBench, runLlamaBench, type LlamaBenchTest } from "./native-llama.ts";
@@ -238,6 +238,9 @@ export async function main(args: string[]): Promise<void> {
   const mixes = (argValue(args, "--mixes")?.split(",") ?? (explicit ? ["file"] : BENCH_MIXES)) as (BenchMix | "file")[];
   const nativeBin = ensureNativeLlamaBench(log);
   log(`native llama-bench: ${nativeBin}`);
+  // Other work on the machine moves both engines' numbers (llama.cpp's spinning pool far more):
+  // the load average goes with the results.
+  const loadAtStart = loadavg()[0]!;
   const perModel: Record<string, Comparison & { decode_ratio_1thread: number }> = {};
   for (const mix of mixes) {
     const model = mix === "file" ? explicit! : ensureBenchModel(mix, log);
@@ -259,7 +262,8 @@ export async function main(args: string[]): Promise<void> {
   });
   // Every mix on one line for the record; the last line is the headline (first mix) alone.
   const details = Object.fromEntries(Object.entries(perModel).map(([k, v]) => [k, { ...summaryOf(v), ours_1thread: v.ours1, nodellamacpp_1thread: v.nodellamacpp1 }]));
-  process.stdout.write(`${JSON.stringify({ threads, rounds, llamacpp: "native llama-bench (CPU, Release, native) at the headline threads; node-llama-cpp prebuilt at 1 thread", models: details })}\n`);
+  const load_avg_1m = { start: Number(loadAtStart.toFixed(2)), end: Number(loadavg()[0]!.toFixed(2)) };
+  process.stdout.write(`${JSON.stringify({ threads, rounds, load_avg_1m, llamacpp: "native llama-bench (CPU, Release, native) at the headline threads; node-llama-cpp prebuilt at 1 thread", models: details })}\n`);
   process.stdout.write(`${JSON.stringify(summaryOf(perModel[mixes[0]!]!))}\n`);
 }
 

@@ -32,6 +32,8 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
+// ~10-40 µs of PAUSE on current x86 cores: far above a normal chunk's remainder.
+static constexpr uint32_t kSpinsBeforeYield = 256;
 static constexpr uint64_t kClosed = 1ull << 31;
 static constexpr uint64_t kCountMask = kClosed - 1;
 
@@ -51,7 +53,14 @@ void ThreadPool::run(TaskFn fn, void* ctx) {
   }
   fn(ctx, 0, nThreads_);
   gate_.fetch_or(kClosed, std::memory_order_acq_rel);
-  while ((gate_.load(std::memory_order_acquire) & kCountMask) != 0) SKEIN_PAUSE();
+  // A worker still inside the task normally finishes within microseconds. One that the OS
+  // preempted mid-chunk (a busy machine) needs a core to finish on: after a short spin, yield
+  // ours instead of burning the time slice it could run in.
+  uint32_t spins = 0;
+  while ((gate_.load(std::memory_order_acquire) & kCountMask) != 0) {
+    SKEIN_PAUSE();
+    if (++spins > kSpinsBeforeYield) std::this_thread::yield();
+  }
 }
 
 void ThreadPool::workerLoop(int ith) {
@@ -62,6 +71,9 @@ void ThreadPool::workerLoop(int ith) {
     for (;;) {
       if (generation_.load(std::memory_order_acquire) != seen) break;
       SKEIN_PAUSE();
+      // Past a short spin, offer the core to anything runnable (on a busy machine: often the
+      // caller, which cannot hand out the next op while this thread holds its core).
+      if (spins > kSpinsBeforeYield) std::this_thread::yield();
       if ((++spins & 255) == 0 && std::chrono::steady_clock::now() - spinStart > kSpinBeforeSleep) {
         std::unique_lock<std::mutex> lock(mutex_);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
