@@ -9,6 +9,7 @@ import { Link } from "../net/link.ts";
 import type { Logger } from "../shared/logger.ts";
 import { PIPELINE_LINK_SILENCE_MS, PIPELINE_STAGE_CONNECT_TIMEOUT_MS } from "../shared/limits.ts";
 import type { StageEndpoint } from "./stage-endpoint.ts";
+import { isStageReady } from "./messages.ts";
 import { describeStage, sameEndpoint } from "./stage-endpoint.ts";
 
 export interface DownstreamOptions {
@@ -25,6 +26,8 @@ export interface DownstreamOptions {
 export class Downstream {
   private endpoint: StageEndpoint | null = null;
   private link: Link | null = null;
+  /** `link` once the next stage said it is ready; only then are bodies sent. */
+  private readyLink: Link | null = null;
   private opening: Promise<Link> | null = null;
   private closed = false;
 
@@ -36,7 +39,7 @@ export class Downstream {
   }
 
   get isOpen(): boolean {
-    return this.link?.isOpen ?? false;
+    return this.readyLink?.isOpen ?? false;
   }
 
   /** Points at the next stage; a different endpoint closes the old link (its tasks fail) and connects. */
@@ -46,6 +49,7 @@ export class Downstream {
     const previous = this.link;
     this.endpoint = endpoint;
     this.link = null;
+    this.readyLink = null;
     this.opening = null;
     previous?.close("the next stage moved");
     if (endpoint !== null) this.open().catch(() => {}); // eager: the first task should not pay the handshake
@@ -54,7 +58,7 @@ export class Downstream {
   /** The open link, connecting first when there is none; rejects with StageFailedError after the bound. */
   open(): Promise<Link> {
     if (this.closed) return Promise.reject(new StageFailedError("this stage is shutting down"));
-    if (this.link?.isOpen === true) return Promise.resolve(this.link);
+    if (this.readyLink?.isOpen === true) return Promise.resolve(this.readyLink);
     if (this.opening !== null) return this.opening;
     const endpoint = this.endpoint;
     if (endpoint === null) return Promise.reject(new StageFailedError(`${this.stageName} has not reported where it listens`));
@@ -69,13 +73,14 @@ export class Downstream {
 
   /** False when no link is open (the body is dropped). */
   send(body: unknown): boolean {
-    return this.link?.send(body) ?? false;
+    return this.readyLink?.send(body) ?? false;
   }
 
   close(): void {
     this.closed = true;
     this.link?.close("stage shutting down");
     this.link = null;
+    this.readyLink = null;
   }
 
   private connect(endpoint: StageEndpoint): Promise<Link> {
@@ -90,19 +95,30 @@ export class Downstream {
     });
     this.link = link;
     return new Promise<Link>((resolve, reject) => {
+      let ready = false;
+      // The next stage's "ready" (not our own side's open) means it will take full-size frames.
+      const timer = setTimeout(() => link.close(`no "ready" from the next stage within ${timeoutMs} ms`), timeoutMs);
+      timer.unref();
       link.handlers.onOpen = () => {
         if (String(link.peer?.nodeId) !== String(endpoint.runnerId)) {
           link.close(`expected runner ${endpoint.runnerId}, found ${link.peer?.nodeId ?? "?"}`);
-          return;
         }
-        resolve(link);
       };
       link.handlers.onMessage = (body) => {
-        if (this.link === link) this.options.onMessage(body);
+        if (!ready) {
+          if (!isStageReady(body)) return link.close("the next stage sent a message before it was ready");
+          ready = true;
+          clearTimeout(timer);
+          if (this.link === link) this.readyLink = link;
+          return resolve(link);
+        }
+        if (this.readyLink === link) this.options.onMessage(body);
       };
       link.handlers.onClose = (reason) => {
-        const wasOpen = link.everOpened;
+        clearTimeout(timer);
+        const wasOpen = ready;
         if (this.link === link) this.link = null;
+        if (this.readyLink === link) this.readyLink = null;
         reject(new StageFailedError(`${stage} is unreachable at ${endpoint.host}:${endpoint.port}: ${reason}`));
         if (wasOpen && !this.closed) this.options.onGone(stage, reason);
       };

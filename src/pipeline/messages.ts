@@ -78,6 +78,15 @@ export const UpstreamMessageSchema = z.discriminatedUnion("type", [
 ]);
 export type UpstreamMessage = z.infer<typeof UpstreamMessageSchema>;
 
+/**
+ * A stage's first body on an accepted link, sent once its side of the handshake is done. The
+ * connecting stage sends nothing before it: a frame that shares a TCP read with the handshake's last
+ * frame would still meet the handshake's frame-size limit on the accepting side.
+ */
+export const STAGE_READY = { type: "ready" } as const;
+
+export const isStageReady = (body: unknown): boolean => (body as { type?: unknown } | null)?.type === "ready";
+
 export type StageParse<T> = { readonly ok: true; readonly message: T } | { readonly ok: false; readonly error: string };
 
 export function parseDownstreamMessage(raw: unknown): StageParse<DownstreamMessage> {

@@ -12,7 +12,7 @@ import { PIPELINE_LINK_SILENCE_MS, PIPELINE_STAGE_LINKS_MAX, PIPELINE_STAGE_SLOT
 import type { Logger } from "../shared/logger.ts";
 import type { Downstream } from "./downstream.ts";
 import type { DownstreamMessage, StageEndReason } from "./messages.ts";
-import { failedMessage, hiddenFromBytes, hiddenToBytes, parseDownstreamMessage, parseUpstreamMessage } from "./messages.ts";
+import { failedMessage, hiddenFromBytes, hiddenToBytes, parseDownstreamMessage, parseUpstreamMessage, STAGE_READY } from "./messages.ts";
 
 interface Slot {
   readonly taskId: TaskId;
@@ -91,6 +91,7 @@ export class StageServer {
   }
 
   private accept(link: Link): void {
+    link.handlers.onOpen = () => link.send(STAGE_READY);
     link.handlers.onMessage = (body) => {
       this.queue = this.queue.then(() => this.onUpstreamBody(body, link)).catch((error: unknown) => {
         this.options.logger.error({ error: String(error) }, "stage message handler failed");

@@ -9,7 +9,7 @@ import type { Engine, SampledToken, SamplingParams, StageSequence, StageStepInpu
 import { Link, listenLinks } from "../../src/net/link.ts";
 import { Downstream } from "../../src/pipeline/downstream.ts";
 import { FirstStage } from "../../src/pipeline/first-stage.ts";
-import { hiddenFromBytes, hiddenToBytes, parseUpstreamMessage } from "../../src/pipeline/messages.ts";
+import { hiddenFromBytes, hiddenToBytes, parseUpstreamMessage, STAGE_READY } from "../../src/pipeline/messages.ts";
 import type { UpstreamMessage } from "../../src/pipeline/messages.ts";
 import { stageLinkIdentity } from "../../src/pipeline/runner-pipeline.ts";
 import type { StageRole } from "../../src/pipeline/stage-endpoint.ts";
@@ -232,6 +232,7 @@ test("a next stage that never answers fails the task after the reply limit (no h
   const received: unknown[] = [];
   // Speaks the link protocol as runner-1 and accepts everything, but never answers.
   const silent = await listenLinks("127.0.0.1", 0, { identity: stageLinkIdentity(role(1)), logger: silentLogger() }, (link) => {
+    link.handlers.onOpen = () => link.send(STAGE_READY);
     link.handlers.onMessage = (body) => received.push(body);
   });
   closers.push(() => silent.close());

@@ -259,7 +259,9 @@ export class PipelineCluster {
 /** Runner warnings go to stderr only when SKEIN_TEST_VERBOSE is set (a killed stage logs expected noise). */
 const quietRunnerLogger = {
   debug: () => {},
-  info: () => {},
+  info: (fields: Record<string, unknown>, message: string) => {
+    if (process.env.SKEIN_TEST_VERBOSE === "2") process.stderr.write(`INFO ${message} ${JSON.stringify(fields)}\n`);
+  },
   warn: (fields: Record<string, unknown>, message: string) => {
     if (process.env.SKEIN_TEST_VERBOSE) process.stderr.write(`WARN ${message} ${JSON.stringify(fields)}\n`);
   },
