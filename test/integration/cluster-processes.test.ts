@@ -160,7 +160,7 @@ test("three skein processes with --peer form a cluster; kill -9 of the master an
   }
 });
 
-test("two skein processes split a GGUF model into a pipeline: same greedy answer as one node; a cancel stops both stages", async () => {
+test("skein processes split a GGUF model into a pipeline: same greedy answer as one node; cancel stops both stages; kill -9 of a stage fails the request at once", async () => {
   const root = mkdtempSync(path.join(os.tmpdir(), "skein-pipeline-cli-"));
   const modelPath = path.join(root, "model.gguf");
   const layerCount = 6;
@@ -184,9 +184,10 @@ test("two skein processes split a GGUF model into a pipeline: same greedy answer
   });
   const nodes: CliNode[] = [];
   try {
-    for (const name of ["a", "b"]) nodes.push(await startNode(root, name, nodes, cards));
-    await waitUntil("one cluster of two", 20_000, () => formed(nodes, 2));
-    const [a, b] = nodes as [CliNode, CliNode];
+    // Three nodes so that the cluster keeps a majority when a stage's node is killed below.
+    for (const name of ["a", "b", "c"]) nodes.push(await startNode(root, name, nodes, cards));
+    await waitUntil("one cluster of three", 20_000, () => formed(nodes, 3));
+    const [a, b] = nodes as [CliNode, CliNode, CliNode];
     for (const [model, minNodes] of [["whole", 1], ["split", 2]] as const) {
       const placed = await fetch(`${a.url}/instance`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model, min_nodes: minNodes, sharding: "pipeline" }) });
       assert.equal(placed.status, 200, await placed.clone().text());
@@ -217,6 +218,26 @@ test("two skein processes split a GGUF model into a pipeline: same greedy answer
       return s !== null && Object.keys(s.tasks).length === 0 && split.shards.every((shard) => s.runners[shard.runnerId]?.status.kind === "Ready");
     });
     assert.equal(await ask(a, "split"), one, "the pipeline serves again at once");
+
+    // kill -9 the last stage's node mid-stream, asking through the first stage's node.
+    const first = nodes.find((n) => n.nodeId === split.shards[0]!.nodeId)!;
+    const last = nodes.find((n) => n.nodeId === split.shards.at(-1)!.nodeId)!;
+    const doomed = await postChat(first.url, JSON.stringify({ model: "split", messages: [{ role: "user", content: "Go on." }], max_tokens: 900, stream: true }));
+    const stream = sseData(doomed);
+    await stream.next();
+    last.child.kill("SIGKILL");
+    const killedAt = Date.now();
+    const rest: unknown[] = [];
+    try {
+      for await (const item of stream) rest.push(item);
+    } catch {
+      // a cut connection is an answer too
+    }
+    const endedMs = Date.now() - killedAt;
+    const error = rest.find((x) => typeof x === "object" && x !== null && "error" in x) as { error: { message: string } } | undefined;
+    assert.ok(error !== undefined, `an error event ends the stream: ${JSON.stringify(rest.slice(-2))}`);
+    assert.match(error.error.message, /stage|gone|failed/i);
+    assert.ok(endedMs < 10_000, `the request failed ${endedMs} ms after the kill`);
   } finally {
     for (const n of nodes) n.child.kill("SIGKILL");
     rmSync(root, { recursive: true, force: true });
