@@ -41,6 +41,7 @@ export class RunnerPipeline {
       : new Downstream({
           identity,
           logger,
+          ...(role.linkSilenceMs === undefined ? {} : { silenceMs: role.linkSilenceMs }),
           onMessage: (body) => {
             if (server !== null) return server.onDownstreamMessage(body);
             const parsed = parseUpstreamMessage(body);
@@ -65,6 +66,7 @@ export class RunnerPipeline {
         downstream: this.downstream,
         onSlotCountChanged: (count) => reports.slots(count),
         onEngineBroken: (reason) => reports.engineBroken(reason),
+        ...(role.linkSilenceMs === undefined ? {} : { silenceMs: role.linkSilenceMs }),
       });
     }
     this.first = first;

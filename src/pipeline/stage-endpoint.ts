@@ -30,6 +30,8 @@ export const StageRoleSchema = z
     secretHex: z.string().regex(/^[0-9a-f]*$/).max(1024).nullable(),
     /** Address later stages listen on (0.0.0.0 for other nodes; tests use 127.0.0.1). */
     listenHost: z.string().min(1).max(HOST_CHARS_MAX),
+    /** A stage link silent this long is dead; absent: PIPELINE_LINK_SILENCE_MS (tests shorten it). */
+    linkSilenceMs: z.number().int().min(100).max(600_000).optional(),
   })
   .refine((r) => r.stageIndex < r.stageCount, "stageIndex must be below stageCount");
 export type StageRole = z.infer<typeof StageRoleSchema>;

@@ -51,6 +51,8 @@ export interface StageLinkOptions {
   readonly secret: Buffer | null;
   /** Where later stages listen; 0.0.0.0 lets other nodes in, tests use 127.0.0.1. */
   readonly listenHost?: string;
+  /** A stage link silent this long is dead; absent: PIPELINE_LINK_SILENCE_MS. */
+  readonly silenceMs?: number;
 }
 
 export const DEFAULT_STAGE_LINK: StageLinkOptions = { clusterName: "skein", secret: null, listenHost: "0.0.0.0" };
@@ -236,6 +238,7 @@ export class Worker {
       clusterName: link.clusterName,
       secretHex: link.secret === null ? null : link.secret.toString("hex"),
       listenHost: link.listenHost ?? DEFAULT_STAGE_LINK.listenHost!,
+      ...(link.silenceMs === undefined ? {} : { linkSilenceMs: link.silenceMs }),
     };
   }
 

@@ -18,6 +18,7 @@ import { testGenerationParams } from "../support/generation-params.ts";
 import { ggufCard, PipelineCluster } from "../support/pipeline-cluster.ts";
 
 const LAYER_COUNT = 6;
+const STAGE_SILENCE_MS = 3_000;
 const directory = mkdtempSync(join(tmpdir(), "skein-pipeline-test-"));
 const modelPath = join(directory, "model.gguf");
 writeModelFixture(modelPath, {
@@ -38,6 +39,8 @@ const cluster = new PipelineCluster({
   nodeCount: 3,
   cards: [ggufCard("whole", modelPath, LAYER_COUNT), ggufCard("split2", modelPath, LAYER_COUNT), ggufCard("split3", modelPath, LAYER_COUNT)],
   contextSize: 1024,
+  // Short, so the test of a silent stage takes seconds; long enough for a busy test machine.
+  stageLink: { clusterName: "skein-test", secret: Buffer.from("test secret"), listenHost: "127.0.0.1", silenceMs: STAGE_SILENCE_MS },
 });
 let whole: Instance;
 let split2: Instance;
@@ -168,6 +171,33 @@ test("SIGKILL of a later stage mid-generation fails the task with the stage's na
   const next = await cluster.submit("split3", greedy("Hello again.", 8)).result;
   assert.equal(next.task.status, "Complete", next.task.failureReason ?? "");
   assert.ok(next.task.tokensGenerated > 0);
+});
+
+test("a later stage that goes silent mid-generation (SIGSTOP) fails the task once the link's silence limit passes; resumed, it serves again", async () => {
+  const victim = split2.shards[1]!;
+  const pid = cluster.runners.get(victim.runnerId)!.pid!;
+  const { commandId, result } = cluster.submit("split2", greedy("Keep talking.", 900));
+  await cluster.waitFor((s) => {
+    const task = findTaskByCommandId(s, commandId);
+    return task !== undefined && taskEventsOf(task.taskId).some((e) => e.event.type === "ChunkGenerated");
+  }, "generation under way");
+  process.kill(pid, "SIGSTOP");
+  let resumed = false;
+  try {
+    const { task } = await result;
+    assert.equal(task.status, "Failed");
+    assert.equal(task.failureCode, "runner_failed");
+    assert.match(task.failureReason ?? "", new RegExp(`pipeline stage 2/2 on node ${victim.nodeId} is gone: no frame from the peer for \\d+ ms`));
+    process.kill(pid, "SIGCONT");
+    resumed = true;
+  } finally {
+    if (!resumed) process.kill(pid, "SIGCONT");
+  }
+  // The same process (not a restart) frees the slot of the link that was closed on it, and serves the next request.
+  await cluster.waitForCondition(stagesIdle(split2), "both stages Ready with no KV slot");
+  const next = await cluster.submit("split2", greedy("Hello again.", 6)).result;
+  assert.equal(next.task.status, "Complete", next.task.failureReason ?? "");
+  assert.equal(cluster.runners.get(victim.runnerId)!.pid, pid, "the stage was not restarted");
 });
 
 test("32 concurrent requests on a 2-stage pipeline all complete", async () => {
