@@ -99,10 +99,18 @@ function readHwmKb(pid: number): number {
   }
 }
 
+/**
+ * How llama.cpp's OpenMP threads wait between ops: spinning (its default, fastest on an idle
+ * machine) or sleeping (far faster when other processes compete for the cores: spinning threads
+ * then hold cores the thread they wait for needs).
+ */
+export type OmpWait = "active" | "passive";
+
 /** Runs llama-bench with JSON output, sampling its peak resident set while it runs. */
-export function runLlamaBench(bin: string, args: readonly string[]): Promise<LlamaBenchRun> {
+export function runLlamaBench(bin: string, args: readonly string[], wait: OmpWait = "active"): Promise<LlamaBenchRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, [...args, "-o", "json"], { stdio: ["ignore", "pipe", "pipe"] });
+    const env = { ...process.env, OMP_WAIT_POLICY: wait === "active" ? "ACTIVE" : "PASSIVE" };
+    const child = spawn(bin, [...args, "-o", "json"], { stdio: ["ignore", "pipe", "pipe"], env });
     let stdout = "";
     let stderr = "";
     let hwmKb = 0;
