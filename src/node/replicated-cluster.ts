@@ -23,6 +23,7 @@ import { edgeEvents, nodesToTimeOut, NODE_UNREACHABLE_TIMEOUT_MS, trackReachabil
 import type { Clock } from "../shared/clock.ts";
 import type { NodeId } from "../shared/ids.ts";
 import { NodeIdSchema } from "../shared/ids.ts";
+import { apply } from "../shared/apply.ts";
 import { EVENT_LOG_PAGE_MAX } from "../shared/limits.ts";
 import type { Logger } from "../shared/logger.ts";
 import type { State } from "../shared/state.ts";
@@ -429,10 +430,15 @@ export class ReplicatedCluster implements ClusterPort, WorkerEventSink {
 
   /** No leader for long: lead a cluster of one, keeping the committed State (instances on this node go on). */
   private foundAlone(): void {
-    const committed = this.replica.state;
-    this.options.logger.warn({ lastIdx: committed.lastIdx }, "no master heard for too long: founding a cluster of one with the state this node holds");
+    // Everything this node's log holds, not only what it knows to be committed (after a restart that
+    // is just the snapshot): leaving the majority behind, its own history is the best State it has.
+    const raft = this.driver.state;
+    let held = raft.snapshot.state;
+    for (const entry of raft.log) if (entry.payload.idx === held.lastIdx + 1) held = apply(held, entry.payload);
+    if (held.lastIdx < this.replica.state.lastIdx) held = this.replica.state;
+    this.options.logger.warn({ lastIdx: held.lastIdx }, "no master heard for too long: founding a cluster of one with the state this node holds");
     this.joining = null;
-    const snapshot: Snapshot<State> = { lastIndex: committed.lastIdx, lastTerm: this.driver.state.term, state: { ...committed, clusterId: null, members: [] } };
+    const snapshot: Snapshot<State> = { lastIndex: held.lastIdx, lastTerm: raft.term, state: { ...held, clusterId: null, members: [] } };
     this.restartElection(snapshot, [this.nodeId]);
   }
 

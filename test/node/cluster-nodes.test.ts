@@ -151,3 +151,33 @@ test("a node's cluster port shrugs off garbage, oversize frames, forged hellos a
     await stopAll(nodes);
   }
 });
+
+test("two nodes, one stops: the survivor has no majority, founds a cluster of one with its State and serves", async () => {
+  const nodes: TestNode[] = [];
+  const options = { ...FAST, aloneTimeoutMs: 2_000 };
+  nodes.push(await startTestNode({ engineOptions: { tokenDelayMs: 5 }, node: { cluster: options } }));
+  nodes.push(await startTestNode({ engineOptions: { tokenDelayMs: 5 }, node: { cluster: { ...options, peers: [{ host: "127.0.0.1", port: nodes[0]!.node.clusterPort }] } } }));
+  try {
+    for (const n of nodes) await n.waitFor(formed(2), "a cluster of two", 15_000);
+    const [stays, goes] = [...nodes].sort((x) => (x.node.replicated.role === "leader" ? 1 : -1)) as [TestNode, TestNode];
+    // Serve once so an instance exists, then stop the leader: the follower cannot commit alone.
+    const first = await postChat(stays.url, chatBody({ max_tokens: 2 }));
+    assert.equal(first.status, 200);
+    await first.json();
+    const clusterBefore = stays.state().clusterId;
+    await goes.stop();
+    await stays.waitFor((s) => s.clusterId !== clusterBefore && s.members.length === 1 && s.masterNodeId === stays.node.nodeId, "a cluster of one, led by the survivor", 15_000);
+    // The model is there: kept if it ran on the survivor, else placed again once the other timed out.
+    await stays.waitFor(
+      (s) => s.nodes[goes.node.nodeId] === undefined && Object.values(s.instances).some((i) => i.shards.every((x) => x.nodeId === stays.node.nodeId)),
+      "the stopped node gone and an instance on the survivor",
+      15_000,
+    );
+    const again = await postChat(stays.url, chatBody({ max_tokens: 3 }));
+    assert.equal(again.status, 200, await again.clone().text());
+    const body = (await again.json()) as { usage: { completion_tokens: number } };
+    assert.equal(body.usage.completion_tokens, 3);
+  } finally {
+    await stopAll(nodes);
+  }
+});
