@@ -44,23 +44,34 @@ export class FrameDecoder {
 
   constructor(public frameBytesMax: number = FRAME_BYTES_MAX) {}
 
-  /** Throws FrameError on an oversize length or a body that is not msgpack. */
+  /** Every message the buffered bytes complete. Throws FrameError on an oversize length or a body that is not msgpack. */
   push(chunk: Buffer): unknown[] {
+    this.append(chunk);
+    const messages: unknown[] = [];
+    for (let next = this.next(); next !== null; next = this.next()) messages.push(next.message);
+    return messages;
+  }
+
+  append(chunk: Buffer): void {
     if (chunk.length > 0) this.chunks.push(chunk);
     this.bufferedBytes += chunk.length;
-    const messages: unknown[] = [];
-    for (;;) {
-      if (this.bufferedBytes < FRAME_HEADER_BYTES) break;
-      const head = this.peek(FRAME_HEADER_BYTES);
-      const bodyBytes = head.readUInt32BE(0);
-      if (bodyBytes > this.frameBytesMax) {
-        throw new FrameError(`peer announced a frame of ${bodyBytes} bytes; the limit here is ${this.frameBytesMax}`);
-      }
-      if (this.bufferedBytes < FRAME_HEADER_BYTES + bodyBytes) break;
-      const frame = this.take(FRAME_HEADER_BYTES + bodyBytes);
-      messages.push(decodeStrict(frame.subarray(FRAME_HEADER_BYTES)));
+  }
+
+  /**
+   * The next complete message, or null. One at a time, so a reader can change `frameBytesMax`
+   * between two frames of one read (the handshake's small limit must not apply to the first frame
+   * after it, when both arrive together). Throws FrameError like push.
+   */
+  next(): { readonly message: unknown } | null {
+    if (this.bufferedBytes < FRAME_HEADER_BYTES) return null;
+    const head = this.peek(FRAME_HEADER_BYTES);
+    const bodyBytes = head.readUInt32BE(0);
+    if (bodyBytes > this.frameBytesMax) {
+      throw new FrameError(`peer announced a frame of ${bodyBytes} bytes; the limit here is ${this.frameBytesMax}`);
     }
-    return messages;
+    if (this.bufferedBytes < FRAME_HEADER_BYTES + bodyBytes) return null;
+    const frame = this.take(FRAME_HEADER_BYTES + bodyBytes);
+    return { message: decodeStrict(frame.subarray(FRAME_HEADER_BYTES)) };
   }
 
   private peek(byteCount: number): Buffer {

@@ -167,18 +167,22 @@ export class Link {
     if (this.phase === "closed") return;
     this.bytesReceived += chunk.length;
     this.lastReceivedMs = performance.now();
-    let messages: unknown[];
-    try {
-      messages = this.decoder.push(chunk);
-    } catch (error) {
-      if (!(error instanceof FrameError)) throw error;
-      this.close(`bad frame: ${error.message}`);
-      return;
-    }
-    for (const message of messages) {
+    this.decoder.append(chunk);
+    // One frame at a time: the frame that completes the handshake raises the frame limit, and the
+    // next frame of the same read (a large one sent right after `welcome`) must meet the new limit.
+    for (;;) {
       // A frame handler may have closed the link.
       if (this.isClosed) return;
-      this.onFrame(message);
+      let next: { readonly message: unknown } | null;
+      try {
+        next = this.decoder.next();
+      } catch (error) {
+        if (!(error instanceof FrameError)) throw error;
+        this.close(`bad frame: ${error.message}`);
+        return;
+      }
+      if (next === null) return;
+      this.onFrame(next.message);
     }
   }
 

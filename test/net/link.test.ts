@@ -354,3 +354,24 @@ test("a peer without probes is never probed, and a probe of another version is i
     await s.close();
   }
 });
+
+test("a large frame in the same read as the handshake's last frame is accepted under the open link's limit", async () => {
+  const { server: s, links } = await server("node-a", { secret: null });
+  const received: unknown[] = [];
+  const raw = net.connect({ host: "127.0.0.1", port: s.port });
+  try {
+    await new Promise<void>((resolve) => raw.once("connect", () => resolve()));
+    raw.write(encodeFrame(helloOf(identity("node-raw", { secret: null }), newNonce())));
+    await waitFor(() => links.length === 1, 2_000, "the server's link");
+    links[0]!.handlers.onMessage = (body) => received.push(body);
+    // Our welcome and a 64 KiB message leave in one write, so they arrive in one read.
+    const big = { blob: Buffer.alloc(64 * 1024, 7) };
+    raw.write(Buffer.concat([encodeFrame({ type: "welcome" }), encodeFrame({ type: "msg", body: big })]));
+    await waitFor(() => received.length === 1, 2_000, "the large message");
+    assert.equal(links[0]!.isOpen, true, links[0]!.reason ?? "");
+    assert.equal((received[0] as typeof big).blob.length, 64 * 1024);
+  } finally {
+    raw.destroy();
+    await s.close();
+  }
+});
