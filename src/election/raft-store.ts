@@ -5,7 +5,7 @@
 //   term-vote.json    {term, votedFor}; replaced atomically (tmp, fsync, rename, fsync dir), only when
 //                     term or vote change — elections are rare.
 //   snapshot.msgpack  the Snapshot<State>; replaced atomically when the snapshot advances.
-//   entries.log       CRC-framed records (the framing of src/master/event-log.ts): first a header
+//   entries.log       CRC-framed records (record-file.ts): first a header
 //                     {prevIndex, prevTerm} naming the entry just before the first record, then one
 //                     {term, event} per entry, indexes consecutive. Appended in place; a conflicting
 //                     suffix is cut off with ftruncate; rewritten atomically when the snapshot has
@@ -38,7 +38,7 @@ import type { State } from "../shared/state.ts";
 import { emptyState } from "../shared/state.ts";
 import type { IndexedEvent } from "../shared/types.ts";
 import { IndexedEventSchema } from "../shared/types.ts";
-import { encodeFramedRecord, FSYNC_INTERVAL_MS, readFully, scanFramedRecords, syncDirectory, writeFully } from "../master/event-log.ts";
+import { encodeFramedRecord, FSYNC_INTERVAL_MS, readFully, scanFramedRecords, syncDirectory, writeFully } from "./record-file.ts";
 import type { HardState } from "./driver.ts";
 import type { LogEntry, Snapshot } from "./raft.ts";
 import { StateSchema } from "./skein-log.ts";

@@ -37,6 +37,17 @@ export interface MasterLogger {
 }
 
 /**
+ * Where the master's events are kept: on a node, the replicated log (append proposes the events and
+ * throws when this node no longer leads; see src/node/replicated-cluster.ts).
+ */
+export interface MasterLogger {
+  debug: LogFn;
+  info: LogFn;
+  warn: LogFn;
+  error: LogFn;
+}
+
+/**
  * Where the master's events are kept: the on-disk EventLog of a standalone master, or the replicated
  * log of an elected one (whose append proposes the events and throws when this node no longer leads).
  */

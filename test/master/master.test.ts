@@ -1,9 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { after, test } from "node:test";
-import { EventLog } from "../../src/master/event-log.ts";
+import { test } from "node:test";
 import type { MasterLogger, MasterOptions } from "../../src/master/master.ts";
 import { Master } from "../../src/master/master.ts";
 import { AssertionError } from "../../src/shared/assert.ts";
@@ -13,11 +9,8 @@ import { TASKS_MAX, TASKS_PENDING_PER_INSTANCE_MAX } from "../../src/shared/limi
 import { findTaskByCommandId } from "../../src/shared/state.ts";
 import type { Command, Event, GenerationParams, IndexedEvent, NodeInfo, RunnerStatus, Task } from "../../src/shared/types.ts";
 import { testGenerationParams } from "../support/generation-params.ts";
+import { MemoryMasterLog } from "../support/memory-master-log.ts";
 
-const root = mkdtempSync(path.join(tmpdir(), "skein-master-"));
-after(() => rmSync(root, { recursive: true, force: true }));
-let fileCount = 0;
-const freshPath = (): string => path.join(root, `m-${fileCount++}`, "events.log");
 
 const GiB = 1024 ** 3;
 const SELF = "node-a" as NodeId;
@@ -40,17 +33,15 @@ class RecordingLogger implements MasterLogger {
 
 interface Harness {
   readonly master: Master;
-  readonly log: EventLog;
+  readonly log: MemoryMasterLog;
   readonly clock: FakeClock;
   readonly logger: RecordingLogger;
   readonly published: IndexedEvent[];
-  readonly file: string;
 }
 
-/** A started master on its own log; ids are deterministic and carry `idPrefix` so restarts never collide. */
-function startMaster(options: { file?: string; idPrefix?: string; term?: number; extra?: Partial<MasterOptions> } = {}): Harness {
-  const file = options.file ?? freshPath();
-  const log = EventLog.open(file);
+/** A started master on its own log (or on `log`: a restart); ids are deterministic and carry `idPrefix` so restarts never collide. */
+function startMaster(options: { log?: MemoryMasterLog; idPrefix?: string; term?: number; extra?: Partial<MasterOptions> } = {}): Harness {
+  const log = options.log ?? new MemoryMasterLog();
   const clock = new FakeClock();
   const logger = new RecordingLogger();
   const published: IndexedEvent[] = [];
@@ -69,7 +60,7 @@ function startMaster(options: { file?: string; idPrefix?: string; term?: number;
     ...options.extra,
   });
   master.start();
-  return { master, log, clock, logger, published, file };
+  return { master, log, clock, logger, published };
 }
 
 function nodeInfo(nodeId: NodeId, availableGiB = 16): NodeInfo {
@@ -157,7 +148,7 @@ test("start on an empty log announces the master at idx 0", () => {
 });
 
 test("commands before start are a programmer error", () => {
-  const log = EventLog.open(freshPath());
+  const log = new MemoryMasterLog();
   const master = new Master({ nodeId: SELF, log, clock: new FakeClock(), logger: new RecordingLogger(), term: 1, publish: () => {} });
   assert.throws(() => master.handleCommand(cancel("x")), AssertionError);
   assert.throws(() => master.handleWorkerEvent({ type: "NodeGatheredInfo", info: nodeInfo(SELF) }, SELF), AssertionError);
@@ -508,9 +499,8 @@ test("restart from the log keeps instances and removes the tasks whose clients d
   first.master.handleWorkerEvent(taskStatusEvent(mustTask(first, "own-done").taskId, "Complete", 3), SELF);
   const ownIds = ["own-pending", "own-running", "own-done"].map((c) => mustTask(first, c).taskId);
   const lastIdxBefore = first.master.state.lastIdx;
-  await first.log.close();
 
-  const second = startMaster({ file: first.file, idPrefix: "g2", term: 2 });
+  const second = startMaster({ log: first.log, idPrefix: "g2", term: 2 });
   const s = second.master.state;
   assert.ok(s.instances[instanceId] !== undefined, "instance survived the restart");
   assert.deepEqual(s.instances[instanceId], first.master.state.instances[instanceId]);
@@ -528,12 +518,10 @@ test("restart from the log keeps instances and removes the tasks whose clients d
   // The finished tasks' command ids are remembered from the replayed log: a redelivery is dropped.
   assert.deepEqual(second.master.handleCommand(textGeneration("own-pending")), []);
   // And the whole log replays to the same State a third time.
-  await second.log.close();
-  const third = startMaster({ file: first.file, idPrefix: "g3", term: 3, extra: { cleanUpOwnOrphansOnStart: false } });
+  const third = startMaster({ log: first.log, idPrefix: "g3", term: 3, extra: { cleanUpOwnOrphansOnStart: false } });
   assert.deepEqual(third.master.state.instances, second.master.state.instances);
   assert.deepEqual(third.master.state.tasks, second.master.state.tasks);
   assert.deepEqual(types(third.published), ["MasterChanged"]);
-  await third.log.close();
 });
 
 // ── cluster events ──────────────────────────────────────────────────────────────────────────────
@@ -567,7 +555,7 @@ test("topology edges are indexed; deleting an unknown edge is a no-op", () => {
 });
 
 test("idx is strictly increasing and events are published in order, after they are in the log", () => {
-  const log = EventLog.open(freshPath());
+  const log = new MemoryMasterLog();
   const seenInLog: boolean[] = [];
   const master = new Master({
     nodeId: SELF,
@@ -578,7 +566,7 @@ test("idx is strictly increasing and events are published in order, after they a
     publish: (e) => seenInLog.push(log.lastIdx >= e.idx),
   });
   const published: IndexedEvent[] = [];
-  const h: Harness = { master, log, clock: new FakeClock(), logger: new RecordingLogger(), published, file: "" };
+  const h: Harness = { master, log, clock: new FakeClock(), logger: new RecordingLogger(), published };
   master.start();
   addInstance(h);
   master.handleCommand(textGeneration("c1"));

@@ -1,11 +1,7 @@
-// A cluster in one test process: ONE real Master (with its EventLog in a temp dir) and N real
+// A cluster in one test process: ONE real Master (on a MemoryMasterLog test double) and N real
 // Workers with distinct node ids, each with its own Replica fed by the master's publish, each
 // spawning real runner child processes that load GGUF shards. Commands go straight to the master
 // (no HTTP), so tests and the cluster benchmark can drive pipelines and watch State and events.
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { EventLog } from "../../src/master/event-log.ts";
 import { Master } from "../../src/master/master.ts";
 import type { ModelCard } from "../../src/models/model-card.ts";
 import { staticModelRegistry } from "../../src/models/model-card.ts";
@@ -18,6 +14,7 @@ import type { CommandId, InstanceId, ModelId, NodeId, RunnerId } from "../../src
 import { newCommandId } from "../../src/shared/ids.ts";
 import { silentLogger } from "../../src/shared/logger.ts";
 import type { Logger } from "../../src/shared/logger.ts";
+import { MemoryMasterLog } from "./memory-master-log.ts";
 import type { State } from "../../src/shared/state.ts";
 import { findTaskByCommandId } from "../../src/shared/state.ts";
 import type { Chunk, GenerationParams, IndexedEvent, Instance, Task } from "../../src/shared/types.ts";
@@ -70,17 +67,14 @@ export class PipelineCluster {
   /** The live process of each runner (replaced when a runner restarts). */
   readonly runners = new Map<RunnerId, SupervisedRunner>();
   readonly reports: TimedReport[] = [];
-  private readonly home: string;
-  private readonly log: EventLog;
+  private readonly log = new MemoryMasterLog();
   readonly master: Master;
   private readonly listeners = new Set<() => void>();
   private stopped = false;
   private stopping: Promise<void> | null = null;
 
   constructor(private readonly options: PipelineClusterOptions) {
-    this.home = mkdtempSync(path.join(os.tmpdir(), "skein-pipeline-"));
     this.nodeIds = Array.from({ length: options.nodeCount }, (_, i) => `node-${i + 1}` as NodeId);
-    this.log = EventLog.open(path.join(this.home, "events.log"));
     this.master = new Master({
       nodeId: this.nodeIds[0]!,
       log: this.log,
@@ -222,13 +216,11 @@ export class PipelineCluster {
     return 0;
   }
 
-  /** Shuts every runner down and removes the temp dir; safe to call twice. */
+  /** Shuts every runner down; safe to call twice. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       await Promise.all(this.workers.map((w) => w.stop()));
       this.stopped = true;
-      await this.log.close();
-      rmSync(this.home, { recursive: true, force: true });
     })();
     return this.stopping;
   }
