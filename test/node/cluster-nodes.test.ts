@@ -7,6 +7,8 @@ import type { Socket } from "node:net";
 import { connect } from "node:net";
 import { test } from "node:test";
 import { encodeFrame } from "../../src/net/frame.ts";
+import { Link } from "../../src/net/link.ts";
+import { silentLogger } from "../../src/shared/logger.ts";
 import type { NodeClusterOptions } from "../../src/node/node.ts";
 import type { NodeId } from "../../src/shared/ids.ts";
 import type { State } from "../../src/shared/state.ts";
@@ -178,6 +180,44 @@ test("two nodes, one stops: the survivor has no majority, founds a cluster of on
     const body = (await again.json()) as { usage: { completion_tokens: number } };
     assert.equal(body.usage.completion_tokens, 3);
   } finally {
+    await stopAll(nodes);
+  }
+});
+
+test("an authenticated peer that sends malformed forwards, election messages and hellos is ignored; the master serves on", async () => {
+  const nodes = await startCluster(1);
+  const node = nodes[0]!;
+  await node.waitFor(formed(1), "a cluster of one", 10_000);
+  const link = new Link(connect(node.node.clusterPort, "127.0.0.1"), "outbound", {
+    identity: { nodeId: "node-mischief" as NodeId, clusterName: "skein", clusterPort: 1, secret: null },
+    logger: silentLogger(),
+  });
+  try {
+    const deadline = Date.now() + 5_000;
+    while (!link.isOpen && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(link.isOpen, true, link.reason ?? "link did not open");
+    const junk: unknown[] = [
+      { topic: "forward", epoch: "e", seq: -1, item: { kind: "command", command: { type: "TextGeneration" } } },
+      { topic: "forward", epoch: "e", seq: 0, item: { kind: "command", command: { type: "PlaceInstance", commandId: 5 } } },
+      { topic: "forward", epoch: "e", seq: 1, item: { kind: "workerEvent", event: { type: "RunnerStatusUpdated", runnerId: "runner-x", status: { kind: "Ready" } } } },
+      { topic: "forward", epoch: "e", seq: 2, item: { kind: "workerEvent", event: { type: "NodeGatheredInfo", info: { nodeId: node.node.nodeId } } } },
+      { topic: "raft", message: { type: "AppendEntries", term: "x" } },
+      { topic: "raft", message: { type: "RequestVote", term: 1e9, lastLogIndex: 1e9, lastLogTerm: 1e9 } },
+      { topic: "cluster", clusterId: 42, memberCount: -1 },
+      { topic: "forwardAck", epoch: 7 },
+      { topic: "nonsense" },
+      null,
+    ];
+    for (const body of junk) link.send(body);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(node.node.replicated.role, "leader", "no forged message deposed the master");
+    assert.equal(node.state().masterNodeId, node.node.nodeId);
+    assert.equal(node.state().nodes["node-mischief" as NodeId], undefined, "nothing was indexed for the stranger");
+    const response = await postChat(node.url, chatBody({ max_tokens: 2 }));
+    assert.equal(response.status, 200);
+    await response.json();
+  } finally {
+    link.close("test done");
     await stopAll(nodes);
   }
 });
