@@ -194,6 +194,14 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     contextSize: options.contextSize,
     ...(options.dashboardDir === undefined ? {} : { dashboardDir: options.dashboardDir }),
     ...(modelService === null ? {} : { modelService }),
+  }).catch(async (error: unknown) => {
+    // The API port was taken (or the like): undo what started, so an embedder's process is left clean.
+    await modelService?.stop();
+    await worker.stop();
+    replicated.stop();
+    await transport.stop();
+    await store.close();
+    throw error;
   });
   const ports = { apiPort: api.port, clusterPort: transport.port };
   let lastInfo: NodeInfo = gatherNodeInfo(nodeId, ports);

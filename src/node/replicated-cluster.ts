@@ -110,8 +110,10 @@ export class ReplicatedCluster implements ClusterPort, WorkerEventSink {
       onDropped: (count) => options.logger.warn({ count }, "dropped unacknowledged commands/reports: no master answered"),
     });
     const hard = options.hard;
-    // A node with a history follows its log's configuration; a fresh one founds a cluster of one.
-    this.driver = this.newDriver(hard === null ? [this.nodeId] : [], hard);
+    // A node with a history follows its log's configuration. One whose log names none (fresh, or it
+    // stopped before its founding committed, or while it waited to join another cluster) founds a
+    // cluster of one; gossip merges it into a senior cluster again if one is around.
+    this.driver = this.newDriver([this.nodeId], hard);
     options.transport.onMessage((from, message) => this.onMessage(from, message));
     options.transport.onPeer((peerId, up) => this.onPeer(peerId, up));
   }

@@ -3,6 +3,9 @@
 // cluster, any node's API serves, a cancel from a follower's client stops the runner, and when the
 // master stops another takes over with the instance still there.
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import type { Socket } from "node:net";
 import { connect } from "node:net";
 import { test } from "node:test";
@@ -219,5 +222,25 @@ test("an authenticated peer that sends malformed forwards, election messages and
   } finally {
     link.close("test done");
     await stopAll(nodes);
+  }
+});
+
+test("a node whose API port is taken fails to start and leaves nothing running: no listener, no timer, its home reusable", async () => {
+  const nodes = await startCluster(1);
+  const home = mkdtempSync(path.join(os.tmpdir(), "skein-port-taken-"));
+  try {
+    const port = Number(new URL(nodes[0]!.url).port);
+    const servers = () => process.getActiveResourcesInfo().filter((r) => r === "TCPServerWrap").length;
+    const before = servers();
+    await assert.rejects(startTestNode({ home, node: { port, cluster: FAST } }), (error: NodeJS.ErrnoException) => error.code === "EADDRINUSE");
+    await new Promise((r) => setTimeout(r, 200));
+    // ≤: a listener of an earlier test may still be closing; a leaked one would make it before + 1.
+    assert.ok(servers() <= before, `the failed node's listeners were closed: ${process.getActiveResourcesInfo().join(",")}`);
+    const again = await startTestNode({ home, node: { cluster: FAST } });
+    await again.waitFor(formed(1), "the same home serves once the port is free", 10_000);
+    await again.stop();
+  } finally {
+    await stopAll(nodes);
+    rmSync(home, { recursive: true, force: true });
   }
 });
