@@ -243,10 +243,7 @@ class GgufSequence implements LocalSequence {
   private run(tokenIds: readonly number[]): void {
     if (this.freed) throw new Error("sequence was freed");
     if (tokenIds.length === 0) return;
-    const vocab = this.loaded.tokenizer.tokenCount;
-    for (const id of tokenIds) {
-      if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new EngineInputError(`token id ${id} is outside the vocabulary`);
-    }
+    checkTokenIds(this.loaded.tokenizer, tokenIds);
     const { hidden, nTokens } = this.slot.forwardHidden({ tokens: tokenIds });
     const nEmbd = this.loaded.shard.arch.nEmbd;
     this.lastHidden = hidden.slice((nTokens - 1) * nEmbd, nTokens * nEmbd);
@@ -289,6 +286,14 @@ class GgufSequence implements LocalSequence {
   }
 }
 
+/** Ids from outside the engine (a client, another stage) must name tokens of this model's vocabulary. */
+function checkTokenIds(tokenizer: Tokenizer, tokenIds: readonly number[]): void {
+  const vocab = tokenizer.tokenCount;
+  for (const id of tokenIds) {
+    if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new EngineInputError(`token id ${id} is outside the vocabulary`);
+  }
+}
+
 class GgufStageSequence implements StageSequence {
   private readonly slot: StageSlot;
   /** Only the last stage samples; earlier stages keep no sampler state. */
@@ -318,12 +323,7 @@ class GgufStageSequence implements StageSequence {
 
   forward(input: StageStepInput, tokenIds: readonly number[]): { hidden: Float32Array; nTokens: number } {
     if (this.freed) throw new Error("stage sequence was freed");
-    if ("tokens" in input) {
-      const vocab = this.loaded.tokenizer.tokenCount;
-      for (const id of input.tokens) {
-        if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new EngineInputError(`token id ${id} is outside the vocabulary`);
-      }
-    }
+    if ("tokens" in input) checkTokenIds(this.loaded.tokenizer, input.tokens);
     const out = this.slot.forwardHidden(input);
     if (this.sampler !== null) for (const id of tokenIds) this.sampler.accept(id);
     return out;

@@ -2,18 +2,19 @@
 // tasks only while every stage is Ready.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { CommandId, InstanceId, ModelId, NodeId, RunnerId, TaskId } from "../../src/shared/ids.ts";
+import type { CommandId, ModelId, NodeId, RunnerId, TaskId } from "../../src/shared/ids.ts";
 import type { State } from "../../src/shared/state.ts";
 import { emptyState } from "../../src/shared/state.ts";
 import type { Instance, RunnerStatus, Task } from "../../src/shared/types.ts";
 import type { LocalRunner, LocalView } from "../../src/worker/plan.ts";
 import { downstreamKey, plan } from "../../src/worker/plan.ts";
 import { testGenerationParams } from "../support/generation-params.ts";
+import { localRunner, TEST_INSTANCE_ID, TEST_RUNNER_ID } from "../support/local-runner.ts";
 
 const ME = "node-me" as NodeId;
 const OTHER = "node-other" as NodeId;
-const INST = "inst-1" as InstanceId;
-const R0 = "runner-0" as RunnerId;
+const INST = TEST_INSTANCE_ID;
+const R0 = TEST_RUNNER_ID;
 const R1 = "runner-1" as RunnerId;
 
 const INSTANCE: Instance = {
@@ -39,23 +40,7 @@ function state(remote: { status: RunnerStatus; stagePort?: number }, tasks: Task
   };
 }
 
-function runner(patch: Partial<LocalRunner> = {}): LocalRunner {
-  return {
-    runnerId: R0,
-    instanceId: INST,
-    alive: true,
-    shuttingDown: false,
-    status: { kind: "Ready" },
-    loadSent: true,
-    warmupSent: true,
-    currentTaskId: null,
-    cancelSentFor: null,
-    exitCount: 0,
-    lastExitAtMs: null,
-    lastExitReason: null,
-    ...patch,
-  };
-}
+const runner = localRunner;
 
 function local(r: LocalRunner, nodeHosts: Record<string, string> = { [ME]: "127.0.0.1", [OTHER]: "10.0.0.2" }): LocalView {
   return { nodeId: ME, nowMs: 0, runners: { [r.runnerId]: r } as LocalView["runners"], tasksReportedEnded: new Set(), nodeHosts };

@@ -1,7 +1,7 @@
 // plan() is a table: State and LocalView in, Action out.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { InstanceId, NodeId, RunnerId, TaskId, CommandId, ModelId } from "../../src/shared/ids.ts";
+import type { NodeId, RunnerId, TaskId, CommandId, ModelId } from "../../src/shared/ids.ts";
 import { RUNNER_RESTARTS_MAX } from "../../src/shared/limits.ts";
 import type { State } from "../../src/shared/state.ts";
 import { emptyState } from "../../src/shared/state.ts";
@@ -9,11 +9,12 @@ import type { Instance, RunnerStatus, Task, TaskStatus } from "../../src/shared/
 import type { LocalRunner, LocalView } from "../../src/worker/plan.ts";
 import { plan, restartBackoffMs } from "../../src/worker/plan.ts";
 import { testGenerationParams } from "../support/generation-params.ts";
+import { localRunner, TEST_INSTANCE_ID, TEST_RUNNER_ID } from "../support/local-runner.ts";
 
 const ME = "node-me" as NodeId;
 const OTHER = "node-other" as NodeId;
-const INST = "inst-1" as InstanceId;
-const R0 = "runner-0" as RunnerId;
+const INST = TEST_INSTANCE_ID;
+const R0 = TEST_RUNNER_ID;
 const R1 = "runner-1" as RunnerId;
 const NOW = 1_000_000;
 
@@ -73,23 +74,7 @@ function state(opts: { inst?: Instance | null; tasks?: Task[]; remoteStatus?: Ru
   };
 }
 
-function runner(patch: Partial<LocalRunner> = {}): LocalRunner {
-  return {
-    runnerId: R0,
-    instanceId: INST,
-    alive: true,
-    shuttingDown: false,
-    status: { kind: "Ready" },
-    loadSent: true,
-    warmupSent: true,
-    currentTaskId: null,
-    cancelSentFor: null,
-    exitCount: 0,
-    lastExitAtMs: null,
-    lastExitReason: null,
-    ...patch,
-  };
-}
+const runner = localRunner;
 
 function local(runners: LocalRunner[], ended: string[] = []): LocalView {
   return {
