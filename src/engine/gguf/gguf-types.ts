@@ -1,6 +1,7 @@
 // The GGUF container format (see llama.cpp's gguf.cpp / docs/gguf.md): a header, typed key/value
 // metadata, a table of tensor descriptions, then aligned tensor data. Shared by reader and writer.
 import type { GgmlType } from "./ggml-types.ts";
+import type { GgufStringTable } from "./string-table.ts";
 
 /** "GGUF" read as a little-endian u32. */
 export const GGUF_MAGIC = 0x46554747;
@@ -44,9 +45,19 @@ export enum GgufValueType {
 export type GgufScalar = number | bigint | boolean | string;
 export type GgufScalarType = Exclude<GgufValueType, GgufValueType.Array>;
 
+/** A metadata value as written. */
 export type GgufValue =
   | { readonly type: GgufScalarType; readonly value: GgufScalar }
   | { readonly type: GgufValueType.Array; readonly elementType: GgufScalarType; readonly value: readonly GgufScalar[] };
+
+/**
+ * A metadata value as read: arrays of strings stay compact (see GgufStringTable); the typed getters
+ * (getStringArray, getStringTable) are the way to read them.
+ */
+export type GgufMetadataValue =
+  | { readonly type: GgufScalarType; readonly value: GgufScalar }
+  | { readonly type: GgufValueType.Array; readonly elementType: Exclude<GgufScalarType, GgufValueType.String>; readonly value: readonly GgufScalar[] }
+  | { readonly type: GgufValueType.Array; readonly elementType: GgufValueType.String; readonly value: GgufStringTable };
 
 export interface GgufTensorInfo {
   readonly name: string;
@@ -62,7 +73,7 @@ export interface GgufTensorInfo {
 export interface GgufFile {
   readonly path: string;
   readonly version: number;
-  readonly metadata: ReadonlyMap<string, GgufValue>;
+  readonly metadata: ReadonlyMap<string, GgufMetadataValue>;
   /** In file order. */
   readonly tensors: ReadonlyMap<string, GgufTensorInfo>;
   /** Absolute offset where the tensor data section starts. */

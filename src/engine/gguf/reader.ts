@@ -21,17 +21,26 @@ import {
   alignUp,
   ggufValueTypeName,
   type GgufFile,
+  type GgufMetadataValue,
   type GgufScalar,
   type GgufScalarType,
   type GgufTensorInfo,
-  type GgufValue,
 } from "./gguf-types.ts";
+import { GgufStringTable } from "./string-table.ts";
 
 export * from "./gguf-types.ts";
+export { GgufStringTable } from "./string-table.ts";
 
 const READ_CHUNK_BYTES = 1 << 20;
 // ignoreBOM: a leading U+FEFF is text to keep, not a marker to strip.
 const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
+
+/**
+ * What is being read, for error messages only. A function for per-element reads: a vocabulary has
+ * ~150k elements, and a message string built for each would be megabytes of garbage.
+ */
+type What = string | (() => string);
+const describe = (what: What): string => (typeof what === "string" ? what : what());
 
 /** Sequential reader over a file descriptor, refilling a buffer with positioned reads. */
 class FileCursor {
@@ -51,10 +60,10 @@ class FileCursor {
   }
 
   /** Makes `byteCount` bytes at `position` available and returns their offset in `buffer`. */
-  private take(byteCount: number, what: string): number {
+  private take(byteCount: number, what: What): number {
     if (byteCount > this.remainingBytes) {
       throw new GgufError(
-        `${this.path}: truncated file: ${what} needs ${byteCount} bytes at offset ${this.position}, ` +
+        `${this.path}: truncated file: ${describe(what)} needs ${byteCount} bytes at offset ${this.position}, ` +
           `but the file is only ${this.fileSizeBytes} bytes`,
       );
     }
@@ -69,7 +78,7 @@ class FileCursor {
         filledBytes += readBytes;
       }
       if (filledBytes < byteCount) {
-        throw new GgufError(`${this.path}: truncated file: short read of ${what} at offset ${this.position}`);
+        throw new GgufError(`${this.path}: truncated file: short read of ${describe(what)} at offset ${this.position}`);
       }
       this.bufferStart = this.position;
       this.bufferLength = filledBytes;
@@ -79,50 +88,55 @@ class FileCursor {
     return at;
   }
 
-  u8(what: string): number {
+  u8(what: What): number {
     return this.buffer.readUInt8(this.take(1, what));
   }
-  i8(what: string): number {
+  i8(what: What): number {
     return this.buffer.readInt8(this.take(1, what));
   }
-  u16(what: string): number {
+  u16(what: What): number {
     return this.buffer.readUInt16LE(this.take(2, what));
   }
-  i16(what: string): number {
+  i16(what: What): number {
     return this.buffer.readInt16LE(this.take(2, what));
   }
-  u32(what: string): number {
+  u32(what: What): number {
     return this.buffer.readUInt32LE(this.take(4, what));
   }
-  i32(what: string): number {
+  i32(what: What): number {
     return this.buffer.readInt32LE(this.take(4, what));
   }
-  f32(what: string): number {
+  f32(what: What): number {
     return this.buffer.readFloatLE(this.take(4, what));
   }
-  f64(what: string): number {
+  f64(what: What): number {
     return this.buffer.readDoubleLE(this.take(8, what));
   }
-  u64(what: string): bigint {
+  u64(what: What): bigint {
     return this.buffer.readBigUInt64LE(this.take(8, what));
   }
-  i64(what: string): bigint {
+  i64(what: What): bigint {
     return this.buffer.readBigInt64LE(this.take(8, what));
   }
 
   /** A u64 count or size that must fit `max` (and therefore a JS number). */
-  boundedU64(what: string, max: number): number {
+  boundedU64(what: What, max: number): number {
     const value = this.u64(what);
     if (value > BigInt(max)) {
-      throw new GgufError(`${this.path}: ${what} is ${value}, over the limit of ${max} (corrupt file?)`);
+      throw new GgufError(`${this.path}: ${describe(what)} is ${value}, over the limit of ${max} (corrupt file?)`);
     }
     return Number(value);
   }
 
-  string(what: string, maxBytes: number): string {
-    const byteCount = this.boundedU64(`length of ${what}`, maxBytes);
+  string(what: What, maxBytes: number): string {
+    return utf8.decode(this.stringBytes(what, maxBytes));
+  }
+
+  /** A string's UTF-8 bytes: a view into the read buffer, valid until the next read. */
+  stringBytes(what: What, maxBytes: number): Uint8Array {
+    const byteCount = this.boundedU64(() => `length of ${describe(what)}`, maxBytes);
     const at = this.take(byteCount, what);
-    return utf8.decode(this.buffer.subarray(at, at + byteCount));
+    return this.buffer.subarray(at, at + byteCount);
   }
 }
 
@@ -148,7 +162,7 @@ function minEncodedBytes(type: GgufScalarType): number {
   }
 }
 
-function readScalar(cursor: FileCursor, type: GgufScalarType, what: string): GgufScalar {
+function readScalar(cursor: FileCursor, type: GgufScalarType, what: What): GgufScalar {
   switch (type) {
     case GgufValueType.Uint8:
       return cursor.u8(what);
@@ -185,7 +199,33 @@ function readValueType(cursor: FileCursor, what: string, path: string): GgufValu
   return type as GgufValueType;
 }
 
-function readValue(cursor: FileCursor, key: string, path: string): GgufValue {
+/** Offsets in a string table are u32: more text than this in one array is refused. */
+const STRING_TABLE_BYTES_MAX = 0xffffffff;
+
+/** Copies the array's UTF-8 bytes into one buffer; no JS string is made (see GgufStringTable). */
+function readStringTable(cursor: FileCursor, key: string, elementCount: number, path: string): GgufStringTable {
+  const ends = new Uint32Array(elementCount);
+  // Grows by doubling; the final table is copied to its exact size.
+  let bytes = new Uint8Array(Math.min(cursor.remainingBytes, Math.max(64, elementCount * 16)));
+  let used = 0;
+  for (let index = 0; index < elementCount; index++) {
+    const text = cursor.stringBytes(() => `element ${index} of "${key}"`, GGUF_STRING_BYTES_MAX);
+    if (used + text.length > STRING_TABLE_BYTES_MAX) {
+      throw new GgufError(`${path}: metadata "${key}" holds more than ${STRING_TABLE_BYTES_MAX} bytes of strings`);
+    }
+    if (used + text.length > bytes.length) {
+      const grown = new Uint8Array(Math.min(STRING_TABLE_BYTES_MAX, Math.max(bytes.length * 2, used + text.length)));
+      grown.set(bytes.subarray(0, used));
+      bytes = grown;
+    }
+    bytes.set(text, used);
+    used += text.length;
+    ends[index] = used;
+  }
+  return new GgufStringTable(bytes.slice(0, used), ends);
+}
+
+function readValue(cursor: FileCursor, key: string, path: string): GgufMetadataValue {
   const type = readValueType(cursor, `type of "${key}"`, path);
   if (type !== GgufValueType.Array) {
     return { type, value: readScalar(cursor, type, `value of "${key}"`) };
@@ -201,14 +241,17 @@ function readValue(cursor: FileCursor, key: string, path: string): GgufValue {
         `${cursor.remainingBytes} bytes left can hold`,
     );
   }
+  if (elementType === GgufValueType.String) {
+    return { type, elementType, value: readStringTable(cursor, key, elementCount, path) };
+  }
   const values = new Array<GgufScalar>(elementCount);
   for (let index = 0; index < elementCount; index++) {
-    values[index] = readScalar(cursor, elementType, `element ${index} of "${key}"`);
+    values[index] = readScalar(cursor, elementType, () => `element ${index} of "${key}"`);
   }
   return { type, elementType, value: values };
 }
 
-function readAlignment(metadata: ReadonlyMap<string, GgufValue>, path: string): number {
+function readAlignment(metadata: ReadonlyMap<string, GgufMetadataValue>, path: string): number {
   const entry = metadata.get(GGUF_ALIGNMENT_KEY);
   if (entry === undefined) return GGUF_ALIGNMENT_DEFAULT;
   const alignment = entry.value;
@@ -313,7 +356,7 @@ export function readGguf(path: string): GgufFile {
     const tensorCount = cursor.boundedU64("tensor count", GGUF_TENSORS_MAX);
     const metadataCount = cursor.boundedU64("metadata entry count", GGUF_METADATA_ENTRIES_MAX);
 
-    const metadata = new Map<string, GgufValue>();
+    const metadata = new Map<string, GgufMetadataValue>();
     for (let index = 0; index < metadataCount; index++) {
       const key = cursor.string(`key of metadata entry ${index}`, GGUF_NAME_BYTES_MAX);
       if (metadata.has(key)) throw new GgufError(`${path}: duplicate metadata key "${key}"`);
@@ -343,13 +386,13 @@ export function readGguf(path: string): GgufFile {
 // ---- Typed metadata getters. Each throws a GgufError naming the key when it is missing or of the
 // wrong type; pass `fallback` for keys that are optional.
 
-function entryOf(file: GgufFile, key: string): GgufValue {
+function entryOf(file: GgufFile, key: string): GgufMetadataValue {
   const entry = file.metadata.get(key);
   if (entry === undefined) throw new GgufError(`${file.path}: missing metadata key "${key}"`);
   return entry;
 }
 
-function wrongType(file: GgufFile, key: string, wanted: string, entry: GgufValue): GgufError {
+function wrongType(file: GgufFile, key: string, wanted: string, entry: GgufMetadataValue): GgufError {
   const got = entry.type === GgufValueType.Array ? `array of ${ggufValueTypeName(entry.elementType)}` : ggufValueTypeName(entry.type);
   return new GgufError(`${file.path}: metadata "${key}" should be ${wanted} but is ${got}`);
 }
@@ -416,28 +459,31 @@ export function getString(file: GgufFile, key: string, fallback?: string): strin
   return entry.value as string;
 }
 
+/** Any array; strings are decoded afresh on every call (see getStringTable). */
 export function getArray(file: GgufFile, key: string): readonly GgufScalar[] {
   const entry = entryOf(file, key);
   if (entry.type !== GgufValueType.Array) throw wrongType(file, key, "an array", entry);
-  return entry.value;
+  return entry.elementType === GgufValueType.String ? entry.value.toArray() : entry.value;
 }
 
-export function getStringArray(file: GgufFile, key: string): readonly string[] {
+/** An array of strings in its compact form: nothing is decoded until asked for. */
+export function getStringTable(file: GgufFile, key: string): GgufStringTable {
   const entry = entryOf(file, key);
   if (entry.type !== GgufValueType.Array || entry.elementType !== GgufValueType.String) {
     throw wrongType(file, key, "an array of strings", entry);
   }
-  return entry.value as readonly string[];
+  return entry.value;
+}
+
+/** An array of strings, decoded afresh on every call: the caller owns it, the file keeps no copy. */
+export function getStringArray(file: GgufFile, key: string): string[] {
+  return getStringTable(file, key).toArray();
 }
 
 /** A numeric array as plain numbers (64-bit elements are converted; they must fit). */
 export function getNumberArray(file: GgufFile, key: string): readonly number[] {
   const entry = entryOf(file, key);
-  if (
-    entry.type !== GgufValueType.Array ||
-    entry.elementType === GgufValueType.String ||
-    entry.elementType === GgufValueType.Bool
-  ) {
+  if (entry.type !== GgufValueType.Array || entry.elementType === GgufValueType.String || entry.elementType === GgufValueType.Bool) {
     throw wrongType(file, key, "an array of numbers", entry);
   }
   if (entry.elementType !== GgufValueType.Uint64 && entry.elementType !== GgufValueType.Int64) {

@@ -23,11 +23,10 @@ export class BpeEncoder {
     private readonly ignoreMerges: boolean,
   ) {
     merges.forEach((merge, rank) => {
-      // As llama.cpp: the separator is the first space after the first character.
-      const separator = merge.indexOf(" ", 1);
-      if (separator < 0) return;
-      const key = `${merge.slice(0, separator)} ${merge.slice(separator + 1)}`;
-      if (!this.ranks.has(key)) this.ranks.set(key, rank);
+      // As llama.cpp: the separator is the first space after the first character. The key is the
+      // merge text itself (left + " " + right): rebuilding it would hold a second copy of every merge.
+      if (merge.indexOf(" ", 1) < 0) return;
+      if (!this.ranks.has(merge)) this.ranks.set(merge, rank);
     });
     this.preTokenize = preTokenizerFor(pre);
   }
