@@ -8,10 +8,19 @@
 // - At 1 thread, decode only, against node-llama-cpp's prebuilt addon (≈ native at 1 thread).
 // Each measurement runs in a fresh child process (so RSS is the engine's own; llama-bench's is its
 // VmHWM), engines alternate within every round because this VM's speed drifts, and medians are
-// reported. The last line is the issue's JSON; ratios are ours / llama.cpp at the headline count.
+// reported. Ours runs as a runner process runs it: the compiled engine from dist/ (rebuilt here when
+// older than src/engine), under the runner's node flags, loaded with createEngine(spec).load() and
+// driven through its sequences (src/engine/engine-probe.ts). The last line is the issue's JSON;
+// ratios are ours / llama.cpp at the headline count.
 import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { PROBE_CONTEXT_TOKENS, PROBE_DECODE_TOKENS, PROBE_DEPTH_TOKENS, PROBE_PREFILL_TOKENS, probePromptTokens } from "../src/engine/engine-probe.ts";
+import { readGguf } from "../src/engine/gguf/reader.ts";
+import { readModelArch } from "../src/engine/model.ts";
+import { RUNNER_NODE_FLAGS } from "../src/runner/runner-node-flags.ts";
 import { BENCH_MIXES, ensureBenchModel, type BenchMix } from "./engine-model.ts";
 import { ensureNativeLlamaBench, runLlamaBench, type LlamaBenchTest, type OmpWait } from "./native-llama.ts";
 
@@ -23,76 +32,62 @@ interface Measurement {
 }
 type EngineName = "ours" | "llamacpp" | "nodellamacpp";
 
-const DECODE_TOKENS = 64;
-const DECODE_CTX1024_TOKENS = 64; // as llama-bench -n 64 -d 1024
-const DEPTH = 1024;
-const PREFILL_TOKENS = 512;
-const PREFILL_CHUNK = 256;
-const CONTEXT = 2048;
+// The same workload as our engine's probe, so both engines run the same numbers of tokens.
+const DECODE_TOKENS = PROBE_DECODE_TOKENS;
+const DECODE_CTX1024_TOKENS = PROBE_DECODE_TOKENS; // as llama-bench -n 64 -d 1024
+const DEPTH = PROBE_DEPTH_TOKENS;
+const PREFILL_TOKENS = PROBE_PREFILL_TOKENS;
+const CONTEXT = PROBE_CONTEXT_TOKENS;
+const promptTokens = probePromptTokens;
 
 function argValue(args: readonly string[], name: string): string | undefined {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 }
 
-/** Deterministic token ids well inside the vocabulary. */
-function promptTokens(n: number, seed: number): number[] {
-  const out: number[] = [];
-  let s = seed;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1103515245 + 12345) >>> 0;
-    out.push(100 + (s % 30000));
-  }
-  return out;
-}
-
 function rssMb(): number {
   return process.resourceUsage().maxRSS / 1024;
 }
 
-async function measureOurs(model: string, threads: number, only: string): Promise<Measurement> {
-  const { ShardForward } = await import("../src/engine/forward.ts");
-  const { loadNative } = await import("../src/engine/native.ts");
-  loadNative().setThreads(threads);
-  const shard = ShardForward.open(model);
-  shard.prefetch(() => {});
-  const argmax = (l: Float32Array): number => {
-    let b = 0;
-    for (let i = 1; i < l.length; i++) if (l[i]! > l[b]!) b = i;
-    return b;
-  };
-  const logits = new Float32Array(shard.arch.vocabSize);
-  const decode = (cache: ReturnType<typeof shard.createCache>, first: number, pos: number, count: number): number => {
-    let tok = first;
-    const t0 = performance.now();
-    for (let i = 0; i < count; i++) {
-      const s = shard.forwardHidden(cache, { tokens: [tok] }, pos + i);
-      tok = argmax(shard.logits(s.hidden, 1, false, logits));
-    }
-    return (count * 1000) / (performance.now() - t0);
-  };
-  const prefill = (cache: ReturnType<typeof shard.createCache>, tokens: readonly number[]): number => {
-    const t0 = performance.now();
-    let last: { hidden: Float32Array; nTokens: number } | null = null;
-    for (let at = 0; at < tokens.length; at += PREFILL_CHUNK) {
-      last = shard.forwardHidden(cache, { tokens: tokens.slice(at, at + PREFILL_CHUNK) }, at);
-    }
-    if (last) shard.logits(last.hidden, last.nTokens, false, logits);
-    return (tokens.length * 1000) / (performance.now() - t0);
-  };
-  const cache = shard.createCache(CONTEXT);
-  decode(cache, 1, 0, 8); // warm-up: page faults, thread start
-  const m: Measurement = { decode_tok_s: 0, decode_ctx1024_tok_s: 0, prefill_tok_s: 0, rss_mb: 0 };
-  if (only === "all" || only === "decode") m.decode_tok_s = decode(cache, 1, 0, DECODE_TOKENS);
-  if (only === "all") {
-    m.prefill_tok_s = prefill(cache, promptTokens(PREFILL_TOKENS, 7));
-    prefill(cache, promptTokens(DEPTH, 9));
-    m.decode_ctx1024_tok_s = decode(cache, 1, DEPTH, DECODE_CTX1024_TOKENS);
+const REPOSITORY_ROOT = fileURLToPath(new URL("..", import.meta.url));
+const PROBE_ENTRY = join(REPOSITORY_ROOT, "dist", "engine", "engine-probe.js");
+const ADDON = join(REPOSITORY_ROOT, "build", "Release", "skein_native.node");
+
+function filesUnder(directory: string, suffix: string): string[] {
+  return readdirSync(directory, { recursive: true, encoding: "utf8" })
+    .filter((name) => name.endsWith(suffix))
+    .map((name) => join(directory, name));
+}
+
+/** src/engine files whose compiled dist/ counterpart is missing or older. */
+function staleEngineFiles(): string[] {
+  const source = join(REPOSITORY_ROOT, "src", "engine");
+  return filesUnder(source, ".ts").filter((file) => {
+    const compiled = join(REPOSITORY_ROOT, "dist", "engine", file.slice(source.length + 1).replace(/\.ts$/, ".js"));
+    return !existsSync(compiled) || statSync(compiled).mtimeMs < statSync(file).mtimeMs;
+  });
+}
+
+/**
+ * The compiled engine the runners run, refreshed when src/engine is newer (`tsc -p
+ * tsconfig.build.json`, the build's TypeScript step), and the native addon, which must be current.
+ */
+function ensureCompiledEngine(log: (line: string) => void): void {
+  const nativeSources = filesUnder(join(REPOSITORY_ROOT, "src", "engine", "native"), "");
+  if (!existsSync(ADDON)) throw new Error(`${ADDON} is missing: run \`npx node-gyp rebuild\``);
+  const addonMs = statSync(ADDON).mtimeMs;
+  const newer = nativeSources.filter((file) => statSync(file).isFile() && statSync(file).mtimeMs > addonMs);
+  if (newer.length > 0) throw new Error(`the native addon is older than ${newer[0]}: run \`npx node-gyp rebuild\``);
+  if (staleEngineFiles().length === 0) return;
+  log("dist/ is older than src/engine: compiling (tsc -p tsconfig.build.json) …");
+  const tsc = join(REPOSITORY_ROOT, "node_modules", "typescript", "bin", "tsc");
+  const r = spawnSync(process.execPath, [tsc, "-p", join(REPOSITORY_ROOT, "tsconfig.build.json")], { encoding: "utf8", maxBuffer: 1 << 24 });
+  // Type errors elsewhere in the tree do not stop tsc from writing the engine's files; only stale ones matter.
+  const stale = staleEngineFiles();
+  if (stale.length > 0) {
+    throw new Error(`dist/ is still older than ${stale[0]} after tsc (exit ${r.status}): ${(r.stdout + r.stderr).slice(-2000)}`);
   }
-  m.rss_mb = rssMb();
-  cache.free();
-  shard.close();
-  return m;
+  if (r.status !== 0) log(`tsc reported errors (exit ${r.status}) but wrote the engine's files`);
 }
 
 async function measureNodeLlamaCpp(model: string, threads: number, only: string): Promise<Measurement> {
@@ -179,16 +174,28 @@ async function runEngine(engine: EngineName, model: string, threads: number, onl
 
 function runChild(engine: EngineName, model: string, threads: number, only: string): Measurement {
   const self = fileURLToPath(import.meta.url);
-  const r = spawnSync(process.execPath, ["--import", "tsx", self, "--child", engine, "--model", model, "--threads", String(threads), "--only", only], {
-    encoding: "utf8",
-    maxBuffer: 1 << 24,
-  });
+  const common = ["--model", model, "--threads", String(threads), "--only", only];
+  const args =
+    engine === "ours"
+      ? [...RUNNER_NODE_FLAGS, PROBE_ENTRY, ...common, "--layers", String(layerCountOf(model))]
+      : ["--import", "tsx", self, "--child", engine, ...common];
+  const r = spawnSync(process.execPath, args, { encoding: "utf8", maxBuffer: 1 << 24 });
   const lines = (r.stdout ?? "").trim().split("\n");
   const last = lines.at(-1) ?? "";
   if (r.status !== 0 || !last.startsWith("{")) {
     throw new Error(`${engine} child failed (${r.status}): ${r.stderr?.slice(-2000)}`);
   }
   return JSON.parse(last) as Measurement;
+}
+
+const layerCounts = new Map<string, number>();
+function layerCountOf(model: string): number {
+  let count = layerCounts.get(model);
+  if (count === undefined) {
+    count = readModelArch(readGguf(model)).layerCount;
+    layerCounts.set(model, count);
+  }
+  return count;
 }
 
 function median(values: readonly number[]): number {
@@ -241,7 +248,8 @@ export async function main(args: string[]): Promise<void> {
     const model = argValue(args, "--model")!;
     const threads = Number(argValue(args, "--threads"));
     const only = argValue(args, "--only") ?? "all";
-    const m = child === "ours" ? await measureOurs(model, threads, only) : await measureNodeLlamaCpp(model, threads, only);
+    if (child !== "nodellamacpp") throw new Error(`unknown child ${child} (ours runs dist/engine/engine-probe.js)`);
+    const m = await measureNodeLlamaCpp(model, threads, only);
     process.stdout.write(`${JSON.stringify(m)}\n`);
     return;
   }
@@ -252,6 +260,7 @@ export async function main(args: string[]): Promise<void> {
   const rounds = Number(argValue(args, "--rounds") ?? 3);
   const explicit = argValue(args, "--model");
   const mixes = (argValue(args, "--mixes")?.split(",") ?? (explicit ? ["file"] : BENCH_MIXES)) as (BenchMix | "file")[];
+  ensureCompiledEngine(log);
   const nativeBin = ensureNativeLlamaBench(log);
   log(`native llama-bench: ${nativeBin}`);
   // Other work on the machine moves both engines' numbers (llama.cpp's spinning pool far more):
@@ -277,7 +286,14 @@ export async function main(args: string[]): Promise<void> {
     llamacpp: m.llamacpp,
   });
   // Every mix on one line for the record; the last line is the headline (first mix) alone.
-  const details = Object.fromEntries(Object.entries(perModel).map(([k, v]) => [k, { ...summaryOf(v), ours_1thread: v.ours1, nodellamacpp_1thread: v.nodellamacpp1 }]));
+  // Peak RSS against the file in the same unit (MiB / MiB): the issue's target is ≤ 1.2.
+  const fileMib = (mix: string): number => statSync(mix === "file" ? explicit! : ensureBenchModel(mix as BenchMix)).size / 2 ** 20;
+  const details = Object.fromEntries(
+    Object.entries(perModel).map(([k, v]) => [
+      k,
+      { ...summaryOf(v), file_mib: Number(fileMib(k).toFixed(2)), ours_rss_per_file: ratio(v.ours.rss_mb, fileMib(k)), ours_1thread: v.ours1, nodellamacpp_1thread: v.nodellamacpp1 },
+    ]),
+  );
   const load_avg_1m = { start: Number(loadAtStart.toFixed(2)), end: Number(loadavg()[0]!.toFixed(2)) };
   process.stdout.write(`${JSON.stringify({ threads, rounds, load_avg_1m, llamacpp: "native llama-bench (CPU, Release, native; best of OMP_WAIT_POLICY active/passive) at the headline threads; node-llama-cpp prebuilt at 1 thread", models: details })}\n`);
   process.stdout.write(`${JSON.stringify(summaryOf(perModel[mixes[0]!]!))}\n`);

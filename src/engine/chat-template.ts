@@ -2,6 +2,7 @@
 // Face transformers) into the prompt text the model was trained on.
 import { Template } from "@huggingface/jinja";
 import type { ChatMessage, ToolDefinition } from "../shared/types.ts";
+import type { TokenTexts } from "./tokenizer/token-index.ts";
 
 /** A template that does not parse or fails while rendering: the request, not the runner, is at fault. */
 export class ChatTemplateError extends Error {
@@ -105,18 +106,18 @@ export class ChatTemplate {
 /** The chat template of a tokenizer's vocabulary (see Tokenizer.vocabulary). */
 export function chatTemplateOf(vocabulary: {
   readonly chatTemplate: string | null;
-  readonly tokens: readonly string[];
+  readonly tokens: TokenTexts;
   readonly bosTokenId: number | null;
   readonly eosTokenId: number | null;
 }): ChatTemplate {
-  const textOf = (id: number | null): string => (id === null ? "" : (vocabulary.tokens[id] ?? ""));
+  const textOf = (id: number | null): string => (id === null ? "" : (vocabulary.tokens.at(id) ?? ""));
   return new ChatTemplate(vocabulary.chatTemplate, { bosToken: textOf(vocabulary.bosTokenId), eosToken: textOf(vocabulary.eosTokenId) });
 }
 
 /** What encodeChat needs of a tokenizer (see src/engine/tokenizer/tokenizer.ts). */
 export interface ChatTokenizer {
   readonly vocabulary: {
-    readonly tokens: readonly string[];
+    readonly tokens: TokenTexts;
     readonly bosTokenId: number | null;
     readonly eosTokenId: number | null;
     readonly addBos: boolean;
@@ -138,8 +139,8 @@ export function encodeChat(
 ): number[] {
   let text = template.render(messages, { addGenerationPrompt: true, ...(tools === undefined ? {} : { tools }) });
   const { tokens, bosTokenId, eosTokenId, addBos, addEos } = tokenizer.vocabulary;
-  const bosText = bosTokenId === null ? "" : (tokens[bosTokenId] ?? "");
-  const eosText = eosTokenId === null ? "" : (tokens[eosTokenId] ?? "");
+  const bosText = bosTokenId === null ? "" : (tokens.at(bosTokenId) ?? "");
+  const eosText = eosTokenId === null ? "" : (tokens.at(eosTokenId) ?? "");
   if (addBos && bosText !== "" && text.startsWith(bosText)) text = text.slice(bosText.length);
   if (addEos && eosText !== "" && text.endsWith(eosText)) text = text.slice(0, text.length - eosText.length);
   return tokenizer.encode(text, { addSpecial: true, parseSpecial: true });

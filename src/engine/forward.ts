@@ -12,7 +12,6 @@ export class ShardForward {
   private closed = false;
 
   private constructor(
-    readonly file: GgufFile,
     readonly arch: ModelArch,
     readonly range: ShardRange,
     private readonly model: NativeModel,
@@ -26,7 +25,8 @@ export class ShardForward {
     checkShardRange(arch, r);
     const native = loadNative();
     const model = new native.Model(path, nativeConfig(arch, r), shardTensors(file, arch, r));
-    return new ShardForward(file, arch, r, model);
+    // The parsed file is not kept: its metadata (vocabulary tables) is the tokenizer's business.
+    return new ShardForward(arch, r, model);
   }
 
   get isFirst(): boolean {
@@ -54,8 +54,11 @@ export class ShardForward {
     }
   }
 
-  embed(tokens: readonly number[]): Float32Array {
-    const hidden = new Float32Array(tokens.length * this.arch.nEmbd);
+  /** The tokens' embeddings, written to the start of `into` when given (it must be large enough). */
+  embed(tokens: readonly number[], into?: Float32Array): Float32Array {
+    const size = tokens.length * this.arch.nEmbd;
+    if (into !== undefined && into.length < size) throw new RangeError(`into has ${into.length} floats, ${size} needed`);
+    const hidden = into === undefined ? new Float32Array(size) : into.subarray(0, size);
     this.model.embed(Int32Array.from(tokens), hidden);
     return hidden;
   }
@@ -67,13 +70,17 @@ export class ShardForward {
     }
   }
 
-  /** Embeds (stage 0) and runs the layers; returns the hidden states for the next stage. */
-  forwardHidden(cache: NativeKvCache, input: StageInput, pos: number): { hidden: Float32Array; nTokens: number } {
+  /**
+   * Embeds (stage 0) and runs the layers; returns the hidden states for the next stage. Token input
+   * is embedded into `embedInto` when given (a caller that consumes the result at once can reuse
+   * one buffer instead of leaving an nTokens × nEmbd array per prefill chunk to the GC).
+   */
+  forwardHidden(cache: NativeKvCache, input: StageInput, pos: number, embedInto?: Float32Array): { hidden: Float32Array; nTokens: number } {
     let hidden: Float32Array;
     let nTokens: number;
     if ("tokens" in input) {
       if (!this.isFirst) throw new Error(`shard [${this.range.layerStart}, ${this.range.layerEnd}) is not the first stage: pass hidden states`);
-      hidden = this.embed(input.tokens);
+      hidden = this.embed(input.tokens, embedInto);
       nTokens = input.tokens.length;
     } else {
       hidden = input.hidden;

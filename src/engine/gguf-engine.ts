@@ -5,7 +5,7 @@
 // spec covering part of the layers is a pipeline stage: it maps only its own tensors, and
 // openStage() gives the hidden-state API (forwardHidden) that the pipeline transport drives.
 import { totalmem } from "node:os";
-import type { ChatMessage, GenerationParams, ToolDefinition } from "../shared/types.ts";
+import type { ChatMessage, ToolDefinition } from "../shared/types.ts";
 import { ChatTemplateError, chatTemplateOf, encodeChat, type ChatTemplate } from "./chat-template.ts";
 import { EngineInputError, type Engine, type EngineShardSpec, type LocalSequence, type SampledToken, type SamplingParams, type StageSequence, type StageStepInput } from "./engine.ts";
 import { ShardForward, type StageInput } from "./forward.ts";
@@ -139,7 +139,8 @@ export class GgufEngine implements Engine {
     return tokens;
   }
 
-  openSequence(params: GenerationParams, promptTokenCount: number): LocalSequence {
+  /** Takes GenerationParams as the Engine interface says; only the sampling fields are read. */
+  openSequence(params: SamplingParams, promptTokenCount: number): LocalSequence {
     return this.openSequenceWith(samplerParamsOf(params), promptTokenCount);
   }
 
@@ -197,21 +198,21 @@ export class StageSlot {
     return this.position;
   }
 
-  /** Runs this stage over the next tokens; returns its output hidden states (nTokens × nEmbd). */
-  forwardHidden(input: StageInput): { hidden: Float32Array; nTokens: number } {
+  /** Runs this stage over the next tokens; returns its output hidden states (nTokens × nEmbd). See ShardForward.forwardHidden for `embedInto`. */
+  forwardHidden(input: StageInput, embedInto?: Float32Array): { hidden: Float32Array; nTokens: number } {
     if (this.freed) throw new Error("stage slot was freed");
     const n = "tokens" in input ? input.tokens.length : input.nTokens;
     if (this.position + n > this.contextSize) {
       throw new EngineInputError(`${this.position + n} tokens do not fit the context of ${this.contextSize}`);
     }
-    const out = this.shard.forwardHidden(this.cache, input, this.position);
+    const out = this.shard.forwardHidden(this.cache, input, this.position, embedInto);
     this.position += n;
     return out;
   }
 
-  /** Last stage only: logits of the last row of `hidden`. */
-  logits(hidden: Float32Array, nTokens: number): Float32Array {
-    return this.shard.logits(hidden, nTokens);
+  /** Last stage only: logits of the last row of `hidden`, into `into` when given (vocabSize floats). */
+  logits(hidden: Float32Array, nTokens: number, into?: Float32Array): Float32Array {
+    return this.shard.logits(hidden, nTokens, false, into);
   }
 
   free(): void {
@@ -228,6 +229,10 @@ class GgufSequence implements LocalSequence {
   /** The last hidden row; logits are computed only when sampled (not after every prefill chunk). */
   private lastHidden: Float32Array | null = null;
   private logits: Float32Array | null = null;
+  /** Reused for every token: a fresh vocabulary-sized array per token is garbage the GC collects late. */
+  private readonly logitsBuffer: Float32Array;
+  /** Token embeddings of the current chunk, reused likewise (grown to the largest chunk). */
+  private embedBuffer = new Float32Array(0);
   private freed = false;
 
   constructor(
@@ -238,14 +243,16 @@ class GgufSequence implements LocalSequence {
     this.slot = new StageSlot(loaded.shard, loaded.contextSize);
     this.sampler = new Sampler(params);
     this.detokenizer = loaded.tokenizer.createStreamingDetokenizer();
+    this.logitsBuffer = new Float32Array(loaded.shard.arch.vocabSize);
   }
 
   private run(tokenIds: readonly number[]): void {
     if (this.freed) throw new Error("sequence was freed");
     if (tokenIds.length === 0) return;
     checkTokenIds(this.loaded.tokenizer, tokenIds);
-    const { hidden, nTokens } = this.slot.forwardHidden({ tokens: tokenIds });
     const nEmbd = this.loaded.shard.arch.nEmbd;
+    if (this.embedBuffer.length < tokenIds.length * nEmbd) this.embedBuffer = new Float32Array(tokenIds.length * nEmbd);
+    const { hidden, nTokens } = this.slot.forwardHidden({ tokens: tokenIds }, this.embedBuffer);
     this.lastHidden = hidden.slice((nTokens - 1) * nEmbd, nTokens * nEmbd);
     this.logits = null;
     for (const id of tokenIds) this.sampler.accept(id);
@@ -258,7 +265,7 @@ class GgufSequence implements LocalSequence {
   sample(): SampledToken {
     if (this.freed) throw new Error("sequence was freed");
     if (this.lastHidden === null) throw new Error("nothing to sample from: prefill the prompt first");
-    this.logits ??= this.slot.logits(this.lastHidden, 1);
+    this.logits ??= this.slot.logits(this.lastHidden, 1, this.logitsBuffer);
     return this.sampler.sample(this.logits);
   }
 
@@ -299,6 +306,8 @@ class GgufStageSequence implements StageSequence {
   /** Only the last stage samples; earlier stages keep no sampler state. */
   private readonly sampler: Sampler | null;
   private readonly detokenizer: StreamingDetokenizer | null;
+  /** The last stage's logits, reused for every token (see GgufSequence). */
+  private readonly logitsBuffer: Float32Array | null;
   private freed = false;
 
   constructor(
@@ -309,6 +318,7 @@ class GgufStageSequence implements StageSequence {
     this.slot = new StageSlot(loaded.shard, loaded.contextSize);
     this.sampler = loaded.shard.isLast ? new Sampler(params) : null;
     this.detokenizer = loaded.shard.isFirst ? loaded.tokenizer.createStreamingDetokenizer() : null;
+    this.logitsBuffer = loaded.shard.isLast ? new Float32Array(loaded.shard.arch.vocabSize) : null;
   }
 
   get hiddenSize(): number {
@@ -331,8 +341,10 @@ class GgufStageSequence implements StageSequence {
 
   sample(hidden: Float32Array, nTokens: number): SampledToken {
     if (this.freed) throw new Error("stage sequence was freed");
-    if (this.sampler === null) throw new Error(`shard [${this.loaded.shard.range.layerStart}, ${this.loaded.shard.range.layerEnd}) is not the last stage: it cannot sample`);
-    return this.sampler.sample(this.slot.logits(hidden, nTokens));
+    if (this.sampler === null || this.logitsBuffer === null) {
+      throw new Error(`shard [${this.loaded.shard.range.layerStart}, ${this.loaded.shard.range.layerEnd}) is not the last stage: it cannot sample`);
+    }
+    return this.sampler.sample(this.slot.logits(hidden, nTokens, this.logitsBuffer));
   }
 
   isEndOfGeneration(tokenId: number): boolean {

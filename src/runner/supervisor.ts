@@ -15,6 +15,7 @@ import { RUNNER_HEARTBEAT_INTERVAL_MS, RUNNER_HEARTBEAT_TIMEOUT_MS } from "../sh
 import { HEARTBEAT_INTERVAL_ARG } from "./main-args.ts";
 import { parseFromRunnerMessage, truncateText } from "./protocol.ts";
 import type { FromRunnerMessage, RunnerLogLevel, ToRunnerMessage } from "./protocol.ts";
+import { RUNNER_NODE_FLAGS } from "./runner-node-flags.ts";
 import type { RunnerHandle, RunnerReport, RunnerSpawnOptions, RunnerTask, SpawnRunner } from "./runner-handle.ts";
 
 /** After `shutdown` is sent, how long the child may take to exit before it is killed. */
@@ -74,14 +75,15 @@ export function spawnSupervisedRunner(spawnOptions: RunnerSpawnOptions, options:
 
 /**
  * main.ts under tsx (tests, `node --import tsx`), main.js next to this file when compiled to dist/.
- * A .ts child needs the tsx loader; a .js child gets no inherited flags (an --inspect port would clash).
+ * A .ts child needs the tsx loader; a .js child gets no inherited flags (an --inspect port would clash),
+ * only the runner's own (RUNNER_NODE_FLAGS).
  */
 export function runnerEntry(): { readonly path: string; readonly execArgv: readonly string[] } {
   const ownUrl = import.meta.url;
   const extension = ownUrl.endsWith(".ts") ? ".ts" : ".js";
   const path = fileURLToPath(new URL(`./main${extension}`, ownUrl));
-  if (extension === ".js") return { path, execArgv: [] };
-  return { path, execArgv: ["--import", tsxLoaderSpecifier()] };
+  if (extension === ".js") return { path, execArgv: [...RUNNER_NODE_FLAGS] };
+  return { path, execArgv: [...RUNNER_NODE_FLAGS, "--import", tsxLoaderSpecifier()] };
 }
 
 function tsxLoaderSpecifier(): string {

@@ -260,3 +260,41 @@ test("logits written into a caller's buffer equal fresh ones; a wrong-sized buff
     shard.close();
   }
 });
+
+test("a long prefill chunk (feed-forward in token blocks) gives bit-identical hidden states to short chunks", () => {
+  const shard = ShardForward.open(modelPath);
+  const whole = shard.createCache(256);
+  const pieces = shard.createCache(256);
+  try {
+    // 200 tokens: more than one feed-forward block of the native layer (64 tokens), and a ragged last block.
+    const tokens = Array.from({ length: 200 }, (_, i) => (i * 7 + 3) % shard.arch.vocabSize);
+    const one = shard.forwardHidden(whole, { tokens }, 0).hidden;
+    const parts: Float32Array[] = [];
+    for (let at = 0; at < tokens.length; at += 50) parts.push(shard.forwardHidden(pieces, { tokens: tokens.slice(at, at + 50) }, at).hidden);
+    const chunked = new Float32Array(one.length);
+    parts.forEach((part, index) => chunked.set(part, index * 50 * shard.arch.nEmbd));
+    assert.deepEqual(one, chunked);
+  } finally {
+    whole.free();
+    pieces.free();
+    shard.close();
+  }
+});
+
+test("token embeddings go into a caller's buffer when given; a buffer that is too small is refused", () => {
+  const shard = ShardForward.open(modelPath);
+  const a = shard.createCache(32);
+  const b = shard.createCache(32);
+  try {
+    const fresh = shard.forwardHidden(a, { tokens: [1, 2, 3] }, 0).hidden;
+    const buffer = new Float32Array(5 * shard.arch.nEmbd).fill(Number.NaN);
+    const reused = shard.forwardHidden(b, { tokens: [1, 2, 3] }, 0, buffer).hidden;
+    assert.equal(reused.buffer, buffer.buffer);
+    assert.deepEqual(reused, fresh);
+    assert.throws(() => shard.forwardHidden(b, { tokens: [4, 5, 6] }, 3, new Float32Array(2 * shard.arch.nEmbd)), RangeError);
+  } finally {
+    a.free();
+    b.free();
+    shard.close();
+  }
+});

@@ -11,8 +11,9 @@ export class GgufStringTable {
    * the first).
    */
   constructor(
-    private readonly bytes: Uint8Array,
-    private readonly ends: Uint32Array,
+    /** Every string's UTF-8 bytes, one after another. */
+    readonly bytes: Uint8Array,
+    readonly ends: Uint32Array,
   ) {
     const last = ends.length > 0 ? ends[ends.length - 1]! : 0;
     if (last > bytes.length) throw new RangeError(`string table ends at ${last}, past its ${bytes.length} bytes`);
@@ -36,6 +37,11 @@ export class GgufStringTable {
   /** Bytes held for the strings (their UTF-8 text) plus the offsets. */
   get sizeBytes(): number {
     return this.bytes.byteLength + this.ends.byteLength;
+  }
+
+  /** Where string `index` starts in `bytes`. */
+  startOf(index: number): number {
+    return index === 0 ? 0 : this.ends[index - 1]!;
   }
 
   /** The UTF-8 bytes of string `index`: a view, not a copy. */

@@ -4,6 +4,8 @@
 import { textToByteLevel } from "./byte-level.ts";
 import { mergeSymbols, symbolListOf } from "./merge-queue.ts";
 import { preTokenizerFor } from "./pretokenize.ts";
+import type { GgufStringTable } from "../gguf/string-table.ts";
+import { MergeRanks, type TokenIndex } from "./token-index.ts";
 
 /** Words whose tokens are remembered; prompts repeat words a lot. Cleared when full. */
 export const BPE_WORD_CACHE_MAX = 65_536;
@@ -11,24 +13,25 @@ export const BPE_WORD_CACHE_MAX = 65_536;
 export const BPE_CACHED_WORD_CHARS_MAX = 64;
 
 export class BpeEncoder {
-  private readonly ranks = new Map<string, number>();
+  private readonly ranks: MergeRanks;
   private readonly preTokenize: (text: string) => string[];
   private readonly cache = new Map<string, readonly number[]>();
 
   constructor(
-    private readonly tokenIds: ReadonlyMap<string, number>,
-    merges: readonly string[],
+    private readonly tokenIds: TokenIndex,
+    merges: GgufStringTable,
     pre: string,
     /** Llama 3: a word that is itself a token is not merged piece by piece. */
     private readonly ignoreMerges: boolean,
   ) {
-    merges.forEach((merge, rank) => {
-      // As llama.cpp: the separator is the first space after the first character. The key is the
-      // merge text itself (left + " " + right): rebuilding it would hold a second copy of every merge.
-      if (merge.indexOf(" ", 1) < 0) return;
-      if (!this.ranks.has(merge)) this.ranks.set(merge, rank);
-    });
+    this.ranks = new MergeRanks(tokenIds, merges);
     this.preTokenize = preTokenizerFor(pre);
+  }
+
+  private rankOf(left: string, right: string): number | null {
+    const leftId = this.tokenIds.get(left);
+    const rightId = leftId === undefined ? undefined : this.tokenIds.get(right);
+    return leftId === undefined || rightId === undefined ? this.ranks.rankOfTexts(left, right) : this.ranks.rankOfIds(leftId, rightId);
   }
 
   encode(text: string, out: number[]): void {
@@ -52,7 +55,7 @@ export class BpeEncoder {
       if (whole !== undefined) return [whole];
     }
     const list = symbolListOf([...word]);
-    mergeSymbols(list, (left, right) => this.ranks.get(`${left} ${right}`) ?? null);
+    mergeSymbols(list, (left, right) => this.rankOf(left, right));
     const ids: number[] = [];
     for (const symbol of list.texts) {
       if (symbol === "") continue;

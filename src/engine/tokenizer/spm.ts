@@ -8,7 +8,7 @@ export const SPM_SPACE = "\u2581";
 
 export class SpmEncoder {
   constructor(
-    private readonly tokenIds: ReadonlyMap<string, number>,
+    private readonly tokenIds: { get(text: string): number | undefined },
     private readonly scores: Float32Array,
     private readonly unknownTokenId: number | null,
   ) {}

@@ -6,6 +6,7 @@ import { BpeEncoder } from "./bpe.ts";
 import { CHAR_TO_BYTE, byteLevelToBytes } from "./byte-level.ts";
 import { preTokenizerConfig } from "./pretokenize.ts";
 import { SPM_SPACE, SpmEncoder } from "./spm.ts";
+import { TokenIndex, stringTableOf } from "./token-index.ts";
 import { Utf8StreamDecoder } from "./utf8-stream.ts";
 import { TokenType, readVocabulary, type Vocabulary } from "./vocabulary.ts";
 
@@ -37,6 +38,12 @@ export function cleanUpSpaces(text: string): string {
 /** Text longer than this is refused rather than tokenized (about 16 M tokens of text at worst). */
 export const TOKENIZE_TEXT_CHARS_MAX = 64 * 1024 * 1024;
 
+/**
+ * Token pieces cached for detokenizing; cleared when full. A server that renders every token of a
+ * 150k vocabulary would otherwise keep a small array per token (~20 MB).
+ */
+export const PIECE_CACHE_MAX = 8192;
+
 type Fragment = { readonly text: string } | { readonly tokenId: number };
 
 const utf8Encoder = new TextEncoder();
@@ -53,32 +60,37 @@ export interface StreamingDetokenizer {
 
 export class Tokenizer {
   readonly vocabulary: Vocabulary;
-  private readonly tokenIds = new Map<string, number>();
+  /** Text → id; also the token texts (duplicate texts resolve to the last id, as in llama.cpp's token_to_id). */
+  private readonly tokenIds: TokenIndex;
   private readonly bpe: BpeEncoder | null;
   private readonly spm: SpmEncoder | null;
   /** Longest first, as llama.cpp matches them. */
   private readonly specialTokenIds: readonly number[];
-  private readonly pieceCache: (Uint8Array | undefined)[];
+  /** The texts of specialTokenIds, decoded once: every encode scans them. */
+  private readonly specialTexts: readonly string[];
+  /** Pieces of recently rendered tokens; bounded (see PIECE_CACHE_MAX), not one slot per vocabulary entry. */
+  private readonly pieceCache = new Map<number, Uint8Array>();
 
   constructor(vocabulary: Vocabulary) {
-    this.vocabulary = vocabulary;
-    // Duplicate texts resolve to the last id, as in llama.cpp's token_to_id.
-    vocabulary.tokens.forEach((text, id) => this.tokenIds.set(text, id));
+    // The merges live on as BPE ranks by token ids; their texts (MBs for a 150k vocabulary) are not kept.
+    this.vocabulary = vocabulary.merges.length === 0 ? vocabulary : { ...vocabulary, merges: [] };
+    const texts = stringTableOf(vocabulary.tokens);
+    this.tokenIds = new TokenIndex(texts);
     if (vocabulary.model === "gpt2") {
-      this.bpe = new BpeEncoder(this.tokenIds, vocabulary.merges, vocabulary.pre, preTokenizerConfig(vocabulary.pre).ignoreMerges);
+      this.bpe = new BpeEncoder(this.tokenIds, stringTableOf(vocabulary.merges), vocabulary.pre, preTokenizerConfig(vocabulary.pre).ignoreMerges);
       this.spm = null;
     } else {
       this.bpe = null;
       this.spm = new SpmEncoder(this.tokenIds, vocabulary.scores, vocabulary.unknownTokenId);
     }
     const special: number[] = [];
+    const byteLength = (id: number): number => texts.ends[id]! - texts.startOf(id);
     vocabulary.tokenTypes.forEach((type, id) => {
       const isSpecial = type === TokenType.Control || type === TokenType.UserDefined || type === TokenType.Unknown;
-      if (isSpecial && vocabulary.tokens[id]!.length > 0) special.push(id);
+      if (isSpecial && id < texts.length && byteLength(id) > 0) special.push(id);
     });
-    const byteLength = (id: number): number => utf8Encoder.encode(vocabulary.tokens[id]!).length;
     this.specialTokenIds = special.sort((a, b) => byteLength(b) - byteLength(a) || a - b);
-    this.pieceCache = new Array(vocabulary.tokens.length);
+    this.specialTexts = this.specialTokenIds.map((id) => texts.at(id));
   }
 
   static fromGguf(file: GgufFile): Tokenizer {
@@ -86,7 +98,7 @@ export class Tokenizer {
   }
 
   get tokenCount(): number {
-    return this.vocabulary.tokens.length;
+    return this.tokenIds.length;
   }
 
   tokenId(text: string): number | undefined {
@@ -127,10 +139,10 @@ export class Tokenizer {
   /** Splits out special tokens written in the text, longest token first, as llama.cpp does. */
   private partition(text: string, parseSpecial: boolean): Fragment[] {
     let fragments: Fragment[] = text.length > 0 ? [{ text }] : [];
-    for (const id of this.specialTokenIds) {
+    for (const [index, id] of this.specialTokenIds.entries()) {
       const type = this.vocabulary.tokenTypes[id];
       if (!parseSpecial && type !== TokenType.UserDefined) continue;
-      const tokenText = this.vocabulary.tokens[id]!;
+      const tokenText = this.specialTexts[index]!;
       if (!fragments.some((fragment) => "text" in fragment && fragment.text.includes(tokenText))) continue;
       const next: Fragment[] = [];
       for (const fragment of fragments) {
@@ -153,17 +165,17 @@ export class Tokenizer {
 
   /** The bytes a token stands for (llama.cpp's token_to_piece). */
   pieceBytes(tokenId: number, options: DecodeOptions = {}): Uint8Array {
-    const { tokens, tokenTypes, model } = this.vocabulary;
-    if (!Number.isInteger(tokenId) || tokenId < 0 || tokenId >= tokens.length) {
-      throw new RangeError(`token id ${tokenId} is outside the vocabulary of ${tokens.length} tokens`);
+    const { tokenTypes, model } = this.vocabulary;
+    const text = this.tokenIds.at(tokenId);
+    if (text === undefined) {
+      throw new RangeError(`token id ${tokenId} is outside the vocabulary of ${this.tokenIds.length} tokens`);
     }
     const type = tokenTypes[tokenId];
     if (type === TokenType.Control || type === TokenType.Unknown) {
-      return options.special === true ? utf8Encoder.encode(tokens[tokenId]!) : EMPTY;
+      return options.special === true ? utf8Encoder.encode(text) : EMPTY;
     }
-    const cached = this.pieceCache[tokenId];
+    const cached = this.pieceCache.get(tokenId);
     if (cached !== undefined) return cached;
-    const text = tokens[tokenId]!;
     let piece: Uint8Array;
     if (type === TokenType.UserDefined) {
       piece = utf8Encoder.encode(text);
@@ -176,7 +188,8 @@ export class Tokenizer {
     } else {
       piece = EMPTY; // unused and undefined tokens render as nothing, as in llama.cpp
     }
-    this.pieceCache[tokenId] = piece;
+    if (this.pieceCache.size >= PIECE_CACHE_MAX) this.pieceCache.clear();
+    this.pieceCache.set(tokenId, piece);
     return piece;
   }
 

@@ -1,7 +1,9 @@
-// The tokenizer description a GGUF file carries (tokenizer.ggml.*), read into plain arrays, with the
-// token attributes llama.cpp derives from it (some tokens are treated as control tokens by their text).
+// The tokenizer description a GGUF file carries (tokenizer.ggml.*), with the token attributes
+// llama.cpp derives from it (some tokens are treated as control tokens by their text). Token texts
+// and merges stay in the file's compact string tables: no JS string per token is kept.
 import { preTokenizerConfig } from "./pretokenize.ts";
-import { GgufError, getBool, getInteger, getNumberArray, getString, getStringArray, hasKey, type GgufFile } from "../gguf/reader.ts";
+import { GgufError, GgufStringTable, getBool, getInteger, getNumberArray, getString, getStringTable, hasKey, type GgufFile } from "../gguf/reader.ts";
+import type { TokenTexts } from "./token-index.ts";
 
 export enum TokenType {
   Undefined = 0,
@@ -19,12 +21,13 @@ export interface Vocabulary {
   readonly model: TokenizerModel;
   /** Pre-tokenizer name (tokenizer.ggml.pre); "default" when absent. */
   readonly pre: string;
-  readonly tokens: readonly string[];
+  /** Token texts by id (a string array or the file's string table). */
+  readonly tokens: TokenTexts;
   readonly tokenTypes: Uint8Array;
   /** SentencePiece merge priorities; empty for BPE. */
   readonly scores: Float32Array;
-  /** BPE merges as "left right"; empty for SentencePiece. */
-  readonly merges: readonly string[];
+  /** BPE merges as "left right"; empty for SentencePiece, and in a Tokenizer's vocabulary (it keeps them as ranks). */
+  readonly merges: TokenTexts;
   readonly bosTokenId: number | null;
   readonly eosTokenId: number | null;
   readonly eotTokenId: number | null;
@@ -59,6 +62,16 @@ const CONTROL_LOOKING_TEXTS: ReadonlySet<string> = new Set([
 // llama.cpp also ends generation at these fill-in-the-middle tokens.
 const FIM_END_TEXTS: ReadonlySet<string> = new Set(["<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<reponame>", "<REPO>"]);
 
+const NO_MERGES = new GgufStringTable(new Uint8Array(0), new Uint32Array(0));
+/** First UTF-8 bytes of the texts above: all ASCII. */
+const SPECIAL_FIRST_BYTES: ReadonlySet<number> = new Set(
+  [...END_OF_GENERATION_TEXTS, ...CONTROL_LOOKING_TEXTS, ...FIM_END_TEXTS].map((text) => {
+    const code = text.charCodeAt(0);
+    if (code >= 0x80) throw new Error(`"${text}" does not start with an ASCII character`);
+    return code;
+  }),
+);
+
 function optionalTokenId(file: GgufFile, key: string, tokenCount: number): number | null {
   if (!hasKey(file, key)) return null;
   const id = getInteger(file, key);
@@ -72,7 +85,7 @@ export function readVocabulary(file: GgufFile): Vocabulary {
     throw new GgufError(`${file.path}: tokenizer model "${modelName}" is not supported (supported: gpt2 byte-level BPE, llama SentencePiece)`);
   }
   const model: TokenizerModel = modelName;
-  const tokens = getStringArray(file, "tokenizer.ggml.tokens");
+  const tokens = getStringTable(file, "tokenizer.ggml.tokens");
   if (tokens.length === 0 || tokens.length > VOCABULARY_TOKENS_MAX) {
     throw new GgufError(`${file.path}: tokenizer.ggml.tokens has ${tokens.length} tokens`);
   }
@@ -92,10 +105,10 @@ export function readVocabulary(file: GgufFile): Vocabulary {
     }
     scores.set(values);
   }
-  let merges: readonly string[] = [];
+  let merges = NO_MERGES;
   if (model === "gpt2") {
     if (!hasKey(file, "tokenizer.ggml.merges")) throw new GgufError(`${file.path}: a gpt2 tokenizer needs tokenizer.ggml.merges`);
-    merges = getStringArray(file, "tokenizer.ggml.merges");
+    merges = getStringTable(file, "tokenizer.ggml.merges");
   }
   const tokenCount = tokens.length;
   const isSentencePiece = model === "llama";
@@ -112,7 +125,10 @@ export function readVocabulary(file: GgufFile): Vocabulary {
   let eotTokenId = optionalTokenId(file, "tokenizer.ggml.eot_token_id", tokenCount);
   const endOfGeneration = new Set<number>();
   for (let id = 0; id < tokenCount; id++) {
-    const text = tokens[id]!;
+    // Only a token that starts like one of the texts is decoded: 150k short-lived strings otherwise.
+    const start = tokens.startOf(id);
+    if (start === tokens.ends[id] || !SPECIAL_FIRST_BYTES.has(tokens.bytes[start]!)) continue;
+    const text = tokens.at(id);
     const isEndOfGeneration = END_OF_GENERATION_TEXTS.has(text);
     if (isEndOfGeneration || CONTROL_LOOKING_TEXTS.has(text)) tokenTypes[id] = TokenType.Control;
     if (isEndOfGeneration || FIM_END_TEXTS.has(text)) endOfGeneration.add(id);
