@@ -12,6 +12,7 @@ import { assert } from "../shared/assert.ts";
 import type { CommandId, TaskId } from "../shared/ids.ts";
 import type { State } from "../shared/state.ts";
 import { TASKS_MAX } from "../shared/limits.ts";
+import { runnerTaskSlots } from "../shared/task-slots.ts";
 import type { Chunk, CommandOf, Event, FailureCode, FinishReason, IndexedEvent, Task } from "../shared/types.ts";
 import { isTaskTerminal } from "../shared/types.ts";
 import type { ClusterPort } from "../node/cluster-port.ts";
@@ -85,27 +86,24 @@ function endFromTask(task: Task, tokensStreamed: number, endedBy: TaskEndedBy): 
 
 /**
  * Where a Pending task waits: 1 + the Pending tasks of its instance created before it (the worker
- * starts them oldest first), or null when it does not wait behind anyone (nothing runs or waits
- * ahead of it on its instance) or is not Pending.
+ * starts them oldest first), or null when it does not wait: its instance has a free task slot for it
+ * (runnerTaskSlots: one on a single node, one per stage on a pipeline), or it is not Pending.
  */
 export function queuePositionOf(state: State, taskId: TaskId): number | null {
   const task = state.tasks[taskId];
   if (task === undefined || task.status !== "Pending" || task.instanceId === null) return null;
   let pendingAhead = 0;
-  let running = false;
+  let running = 0;
+  let seenSelf = false;
   // Object order is TaskCreated order (ids are not integer-like keys), as plan.ts relies on too.
   for (const other of Object.values(state.tasks)) {
-    if (other.taskId === taskId) break;
+    if (other.taskId === taskId) seenSelf = true;
     if (other.instanceId !== task.instanceId) continue;
-    if (other.status === "Pending") pendingAhead++;
-    else if (other.status === "Running") running = true;
+    if (other.status === "Pending" && !seenSelf) pendingAhead++;
+    else if (other.status === "Running") running++;
   }
-  if (!running) {
-    for (const other of Object.values(state.tasks)) {
-      if (other.instanceId === task.instanceId && other.status === "Running") running = true;
-    }
-  }
-  return pendingAhead === 0 && !running ? null : pendingAhead + 1;
+  const slots = runnerTaskSlots(state.instances[task.instanceId]?.shards.length ?? 1);
+  return pendingAhead + running < slots ? null : pendingAhead + 1;
 }
 
 /** Events that can move a task in its queue. */

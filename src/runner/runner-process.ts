@@ -1,4 +1,5 @@
-// The runner's state machine: holds one engine shard and runs one task at a time. It sees the world
+// The runner's state machine: holds one engine shard and runs its tasks (one at a time, or a few
+// interleaved on a pipeline's first stage: see runnerTaskSlots). It sees the world
 // only through a RunnerChannel (main.ts binds it to the fork IPC channel; tests bind it to an array),
 // and validates every message it receives.
 import { isAbsolute } from "node:path";
@@ -9,6 +10,7 @@ import type { TaskId } from "../shared/ids.ts";
 import type { GenerationParams, RunnerStatus } from "../shared/types.ts";
 import { forwardingLogger, RunnerPipeline } from "../pipeline/runner-pipeline.ts";
 import type { StageEndpoint, StageRole } from "../pipeline/stage-endpoint.ts";
+import { runnerTaskSlots } from "../shared/task-slots.ts";
 import { errorMessage, generate } from "./generate.ts";
 import type { GenerationOutcome } from "./generate.ts";
 import { parseToRunnerMessage, truncateText } from "./protocol.ts";
@@ -28,9 +30,12 @@ interface CurrentTask {
 export class RunnerProcess {
   private status: RunnerStatus = { kind: "Idle" };
   private engine: Engine | null = null;
-  private currentTask: CurrentTask | null = null;
-  /** Load, warmup or a task; shutdown waits for it to reach a step boundary. */
-  private activeWork: Promise<void> | null = null;
+  /** Tasks started and not yet ended, in start order. */
+  private readonly tasks = new Map<TaskId, CurrentTask>();
+  /** How many tasks may run at once; known once the shard (and its pipeline role) is loaded. */
+  private taskSlots = 1;
+  /** Load, warmup and tasks in progress; shutdown waits for each to reach a step boundary. */
+  private readonly activeWork = new Set<Promise<void>>();
   private shuttingDown = false;
   /** Set when the loaded shard is one stage of a multi-stage pipeline. */
   private pipeline: RunnerPipeline | null = null;
@@ -87,7 +92,8 @@ export class RunnerProcess {
       return;
     }
     this.setStatus({ kind: "Loading", layersLoaded: 0, layerCount: spec.layerEnd - spec.layerStart });
-    this.activeWork = this.runGuarded(async () => {
+    this.taskSlots = runnerTaskSlots(stage?.stageCount ?? 1);
+    this.runGuarded(async () => {
       const engine = (await importEngineModule(engineModule)).createEngine(spec);
       this.engine = engine;
       await engine.load((layersLoaded, layerCount) => this.setStatus({ kind: "Loading", layersLoaded, layerCount }));
@@ -118,7 +124,7 @@ export class RunnerProcess {
       return;
     }
     this.setStatus({ kind: "WarmingUp" });
-    this.activeWork = this.runGuarded(async () => {
+    this.runGuarded(async () => {
       await engine.warmup();
       this.setStatus({ kind: "Ready" });
     });
@@ -126,26 +132,35 @@ export class RunnerProcess {
 
   private startTask(taskId: TaskId, params: GenerationParams): void {
     const engine = this.engine;
-    if (this.currentTask?.taskId === taskId) {
+    if (this.tasks.has(taskId)) {
       this.log("warn", "startTask ignored: the task is already running", { taskId });
       return;
     }
-    const refusal = this.currentTask !== null ? `runner is busy with task ${this.currentTask.taskId}` : this.notReadyReason();
+    const refusal = this.refusalReason();
     if (refusal !== null || engine === null) {
       this.channel.send(refusedTask(taskId, refusal ?? "runner has no engine"));
       return;
     }
     const task: CurrentTask = { taskId, cancelRequested: false };
-    this.currentTask = task;
-    this.setStatus({ kind: "Running", taskId });
-    this.activeWork = this.runGuarded(() => this.runTask(engine, task, params));
+    this.tasks.set(taskId, task);
+    this.reportTasks();
+    this.runGuarded(() => this.runTask(engine, task, params));
   }
 
-  private notReadyReason(): string | null {
+  private refusalReason(): string | null {
     if (this.shuttingDown) return "runner is shutting down";
     if (this.pipeline !== null && !this.pipeline.isFirstStage) return "a later pipeline stage does not start tasks";
-    if (this.status.kind !== "Ready") return `runner is not ready (status ${this.status.kind})`;
+    if (this.status.kind !== "Ready" && this.status.kind !== "Running") return `runner is not ready (status ${this.status.kind})`;
+    if (this.tasks.size >= this.taskSlots) {
+      return `runner is busy with ${[...this.tasks.keys()].join(", ")} (it runs ${this.taskSlots} task${this.taskSlots === 1 ? "" : "s"} at once)`;
+    }
     return null;
+  }
+
+  /** Running with the tasks in progress, or Ready once none is left. */
+  private reportTasks(): void {
+    const taskIds = [...this.tasks.keys()];
+    this.setStatus(taskIds.length === 0 ? { kind: "Ready" } : { kind: "Running", taskIds });
   }
 
   private async runTask(engine: Engine, task: CurrentTask, params: GenerationParams): Promise<void> {
@@ -160,27 +175,26 @@ export class RunnerProcess {
         onChunk: (chunk) => this.channel.send({ type: "chunk", taskId: task.taskId, chunk }),
       },
     );
-    this.currentTask = null;
+    this.tasks.delete(task.taskId);
     this.channel.send(taskEndedMessage(task.taskId, outcome));
     if (outcome.status === "Failed" && outcome.engineBroken) {
       // The engine threw mid-computation: its state may be corrupt, so this process must not serve again.
       this.fail(`engine failed during task ${task.taskId}: ${outcome.failureReason}`);
       return;
     }
-    this.setStatus({ kind: "Ready" });
+    this.reportTasks();
   }
 
   private cancel(taskId: TaskId): void {
     // Unknown and finished ids are normal (cancel races the task's end): nothing to do.
-    if (this.currentTask?.taskId !== taskId) return;
-    this.currentTask.cancelRequested = true;
+    const task = this.tasks.get(taskId);
+    if (task === undefined) return;
+    task.cancelRequested = true;
     this.pipeline?.onCancel(taskId);
   }
 
   private cancelAll(): void {
-    if (this.currentTask === null) return;
-    this.currentTask.cancelRequested = true;
-    this.pipeline?.onCancel(this.currentTask.taskId);
+    for (const taskId of this.tasks.keys()) this.cancel(taskId);
   }
 
   private shutdown(): void {
@@ -189,7 +203,7 @@ export class RunnerProcess {
     this.cancelAll();
     this.setStatus({ kind: "ShuttingDown" });
     void (async () => {
-      await this.activeWork;
+      await Promise.all(this.activeWork);
       try {
         await this.pipeline?.close();
       } catch (error) {
@@ -206,14 +220,16 @@ export class RunnerProcess {
   }
 
   /** Runs load/warmup/task work; any throw there is an engine fault that ends the runner. */
-  private async runGuarded(work: () => Promise<void>): Promise<void> {
-    try {
-      await work();
-    } catch (error) {
-      this.fail(errorMessage(error));
-    } finally {
-      this.activeWork = null;
-    }
+  private runGuarded(work: () => Promise<void>): void {
+    const done = (async () => {
+      try {
+        await work();
+      } catch (error) {
+        this.fail(errorMessage(error));
+      }
+    })();
+    this.activeWork.add(done);
+    void done.finally(() => this.activeWork.delete(done));
   }
 
   private setStatus(status: RunnerStatus): void {

@@ -52,6 +52,11 @@ export const PIPELINE_STAGE_CONNECT_TIMEOUT_MS = 10_000;
 export const PIPELINE_LINK_SILENCE_MS = 10_000;
 /** Prefill chunks stage 0 sends ahead of the last stage's acknowledgements (bounds the link's queue). */
 export const PIPELINE_PREFILL_CHUNKS_IN_FLIGHT_MAX = 2;
+/**
+ * Tasks a pipeline's first stage interleaves at most (see runnerTaskSlots): each holds a KV slot on
+ * every stage, so this also bounds the memory that concurrency costs.
+ */
+export const PIPELINE_TASKS_IN_FLIGHT_MAX = 8;
 /** KV slots (sequences) one pipeline stage holds at once, over all its upstream connections. */
 export const PIPELINE_STAGE_SLOTS_MAX = 64;
 /** Upstream connections one stage accepts at once (its previous stage, plus a restarted one briefly). */

@@ -10,7 +10,7 @@ import {
   RunnerIdSchema,
   TaskIdSchema,
 } from "./ids.ts";
-import { CHAT_MESSAGES_MAX, CLUSTER_MEMBERS_MAX, GENERATION_TOKENS_MAX, STOP_STRINGS_MAX, TOOL_CALLS_PER_MESSAGE_MAX, TOOL_NAME_CHARS_MAX, TOOLS_MAX } from "./limits.ts";
+import { CHAT_MESSAGES_MAX, CLUSTER_MEMBERS_MAX, GENERATION_TOKENS_MAX, PIPELINE_TASKS_IN_FLIGHT_MAX, STOP_STRINGS_MAX, TOOL_CALLS_PER_MESSAGE_MAX, TOOL_NAME_CHARS_MAX, TOOLS_MAX } from "./limits.ts";
 
 // ── generation parameters ─────────────────────────────────────────────────────────────────────
 
@@ -94,17 +94,30 @@ export const FailureCodeSchema = z.enum([
 ]);
 export type FailureCode = z.infer<typeof FailureCodeSchema>;
 
-export const RunnerStatusSchema = z.discriminatedUnion("kind", [
+const RunnerStatusUnionSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("Idle") }),
   z.object({ kind: z.literal("Loading"), layersLoaded: z.number().int().min(0), layerCount: z.number().int().min(0) }),
   z.object({ kind: z.literal("Loaded") }),
   z.object({ kind: z.literal("WarmingUp") }),
   z.object({ kind: z.literal("Ready") }),
-  z.object({ kind: z.literal("Running"), taskId: TaskIdSchema }),
+  /**
+   * The tasks the runner works on, oldest first. One for a single-node instance; a pipeline's first
+   * stage interleaves up to runnerTaskSlots(stageCount) so that every stage computes at once.
+   */
+  z.object({ kind: z.literal("Running"), taskIds: z.array(TaskIdSchema).min(1).max(PIPELINE_TASKS_IN_FLIGHT_MAX) }),
   z.object({ kind: z.literal("ShuttingDown") }),
   z.object({ kind: z.literal("Shutdown") }),
   z.object({ kind: z.literal("Failed"), reason: z.string() }),
 ]);
+
+/** Logs written before runners held several tasks say `Running{taskId}`: read as `Running{taskIds:[taskId]}`. */
+function upgradeRunnerStatus(value: unknown): unknown {
+  if (typeof value !== "object" || value === null) return value;
+  const v = value as { kind?: unknown; taskId?: unknown; taskIds?: unknown };
+  return v.kind === "Running" && v.taskIds === undefined && v.taskId !== undefined ? { kind: "Running", taskIds: [v.taskId] } : value;
+}
+
+export const RunnerStatusSchema = z.preprocess(upgradeRunnerStatus, RunnerStatusUnionSchema);
 export type RunnerStatus = z.infer<typeof RunnerStatusSchema>;
 export type RunnerStatusKind = RunnerStatus["kind"];
 

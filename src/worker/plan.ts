@@ -7,6 +7,7 @@ import { RUNNER_RESTARTS_MAX } from "../shared/limits.ts";
 import type { State } from "../shared/state.ts";
 import type { FailureCode, Instance, RunnerStatus, Shard, Task } from "../shared/types.ts";
 import { isTaskTerminal } from "../shared/types.ts";
+import { runnerTaskSlots } from "../shared/task-slots.ts";
 
 /** What this node knows of one of its runner processes (State lags behind it). */
 export interface LocalRunner {
@@ -19,23 +20,30 @@ export interface LocalRunner {
   readonly status: RunnerStatus;
   readonly loadSent: boolean;
   readonly warmupSent: boolean;
-  /** Task handed to the runner and not yet reported ended. */
-  readonly currentTaskId: TaskId | null;
-  readonly cancelSentFor: TaskId | null;
+  /** Tasks handed to the runner and not yet reported ended, in the order they were handed. */
+  readonly tasks: Readonly<Record<TaskId, LocalTask>>;
   /** Exits counted for the restart policy, and when the last one happened. */
   readonly exitCount: number;
   readonly lastExitAtMs: number | null;
   readonly lastExitReason: string | null;
-  /** When currentTaskId was handed to the runner (its prefill timeout counts from here). */
-  readonly taskStartedAtMs?: number | null;
-  /** When currentTaskId's first chunk arrived (its decode timeout counts from here); null while in prefill. */
-  readonly taskDecodeStartedAtMs?: number | null;
-  /** Tokens of currentTaskId generated so far (from its chunks; State learns the count only at the end). */
-  readonly taskTokensGenerated?: number;
   /** Pipeline stages: the next stage this runner was last pointed at (downstreamKey), null: none yet. */
   readonly downstreamSentKey?: string | null;
   /** Pipeline stages: KV slots the runner reported holding (diagnostics and tests). */
   readonly stageSlotsOpen?: number;
+}
+
+/** One task a runner works on, as its worker knows it. */
+export interface LocalTask {
+  readonly taskId: TaskId;
+  /** When the task was handed to the runner (its prefill timeout counts from here). */
+  readonly startedAtMs: number;
+  /** When its first chunk arrived (its decode timeout counts from here); null while in prefill. */
+  readonly decodeStartedAtMs: number | null;
+  /** Tokens generated so far (from its chunks; State learns the count only at the end). */
+  readonly tokensGenerated: number;
+  readonly cancelSent: boolean;
+  /** The runner reported it Running, and so did this worker (TaskStatusUpdated). */
+  readonly runningReported: boolean;
 }
 
 /** The next pipeline stage of a runner, as State knows it. */
@@ -117,11 +125,16 @@ function myShards(state: State, nodeId: NodeId): { instance: Instance; shard: Sh
 /** The first shard's node starts an instance's tasks and owns their lifecycle. */
 const isTaskOwner = (instance: Instance, nodeId: NodeId): boolean => instance.shards[0]?.nodeId === nodeId;
 
+/** The tasks of live runners that have not been told to stop yet, with their runner. */
+function* uncancelledTasks(local: LocalView): Generator<{ runner: LocalRunner; task: LocalTask }> {
+  for (const runner of liveRunners(local)) {
+    for (const task of Object.values(runner.tasks)) if (!task.cancelSent) yield { runner, task };
+  }
+}
+
 /** Rule 1: a runner works on a task that was cancelled or deleted → tell it to stop. */
 function cancelTasks(state: State, local: LocalView): Action | null {
-  for (const runner of liveRunners(local)) {
-    const taskId = runner.currentTaskId;
-    if (taskId === null || runner.cancelSentFor === taskId) continue;
+  for (const { runner, task: { taskId } } of uncancelledTasks(local)) {
     const task = state.tasks[taskId];
     if (task === undefined || task.status === "Cancelled") {
       return { type: "cancelTask", runnerId: runner.runnerId, taskId };
@@ -138,26 +151,22 @@ function cancelTasks(state: State, local: LocalView): Action | null {
 function timeOutTasks(state: State, local: LocalView): Action | null {
   const timeouts = local.taskTimeouts;
   if (timeouts === undefined) return null;
-  for (const runner of liveRunners(local)) {
-    const taskId = runner.currentTaskId;
-    if (taskId === null || runner.cancelSentFor === taskId) continue;
-    const task = state.tasks[taskId];
+  for (const { runner, task: localTask } of uncancelledTasks(local)) {
+    const task = state.tasks[localTask.taskId];
     if (task === undefined || isTaskTerminal(task.status)) continue;
-    const reason = timeoutReason(runner, task, timeouts, local.nowMs);
-    if (reason !== null) return { type: "timeOutTask", runnerId: runner.runnerId, taskId, reason };
+    const reason = timeoutReason(localTask, task, timeouts, local.nowMs);
+    if (reason !== null) return { type: "timeOutTask", runnerId: runner.runnerId, taskId: localTask.taskId, reason };
   }
   return null;
 }
 
-function timeoutReason(runner: LocalRunner, task: Task, timeouts: TaskTimeouts, nowMs: number): string | null {
-  const decodeStartedAtMs = runner.taskDecodeStartedAtMs ?? null;
-  if (decodeStartedAtMs !== null) {
-    if (nowMs - decodeStartedAtMs <= timeouts.decodeTimeoutMs) return null;
-    const tokens = Math.max(task.tokensGenerated, runner.taskTokensGenerated ?? 0);
+function timeoutReason(localTask: LocalTask, task: Task, timeouts: TaskTimeouts, nowMs: number): string | null {
+  if (localTask.decodeStartedAtMs !== null) {
+    if (nowMs - localTask.decodeStartedAtMs <= timeouts.decodeTimeoutMs) return null;
+    const tokens = Math.max(task.tokensGenerated, localTask.tokensGenerated);
     return `timed out: generating the answer took longer than the decode timeout of ${timeouts.decodeTimeoutMs} ms (${tokens} tokens generated)`;
   }
-  const startedAtMs = runner.taskStartedAtMs ?? null;
-  if (startedAtMs === null || nowMs - startedAtMs <= timeouts.prefillTimeoutMs) return null;
+  if (nowMs - localTask.startedAtMs <= timeouts.prefillTimeoutMs) return null;
   const progress = task.prefill === null ? "" : ` (${task.prefill.processedTokens} of ${task.prefill.totalTokens} prompt tokens processed)`;
   return `timed out: processing the prompt took longer than the prefill timeout of ${timeouts.prefillTimeoutMs} ms${progress}`;
 }
@@ -175,7 +184,7 @@ function failOrphanedTasks(state: State, local: LocalView): Action | null {
     const firstShard = instance.shards[0];
     if (firstShard === undefined) continue;
     const runner = local.runners[firstShard.runnerId];
-    if (task.status === "Running" && runner?.currentTaskId !== task.taskId) {
+    if (task.status === "Running" && runner?.tasks[task.taskId] === undefined) {
       const why = runner?.lastExitReason ?? "the runner no longer holds the task";
       return { type: "failTask", taskId: task.taskId, failureCode: "runner_failed", reason: `runner failed: ${why}` };
     }
@@ -192,6 +201,16 @@ function failOrphanedTasks(state: State, local: LocalView): Action | null {
 }
 
 const failedReason = (s: RunnerStatus): string | null => (s.kind === "Failed" ? s.reason : null);
+
+/**
+ * Ready, or Running with room for one more. A runner whose last status still names a task it has
+ * since ended is between two reports (its next one may say Failed): it waits for that report.
+ */
+function hasFreeTaskSlot(runner: LocalRunner, slots: number): boolean {
+  if (Object.keys(runner.tasks).length >= slots) return false;
+  if (runner.status.kind === "Ready") return true;
+  return runner.status.kind === "Running" && runner.status.taskIds.every((id) => runner.tasks[id] !== undefined);
+}
 
 function isFailedForGood(runner: LocalRunner): boolean {
   return !runner.alive && runner.exitCount > RUNNER_RESTARTS_MAX;
@@ -281,19 +300,24 @@ function warmupRunners(state: State, local: LocalView): Action | null {
   return null;
 }
 
-/** Rule 7: a Ready, idle first-stage runner takes the oldest Pending task of its instance. */
+/**
+ * Rule 7: a first-stage runner with a free task slot takes the oldest Pending task of its instance.
+ * One slot on a single node; a pipeline interleaves one task per stage (runnerTaskSlots).
+ */
 function startTasks(state: State, local: LocalView): Action | null {
   for (const runner of liveRunners(local)) {
-    if (runner.status.kind !== "Ready" || runner.currentTaskId !== null) continue;
     const instance = state.instances[runner.instanceId];
     if (instance === undefined || instance.shards[0]?.runnerId !== runner.runnerId) continue;
+    if (!hasFreeTaskSlot(runner, runnerTaskSlots(instance.shards.length))) continue;
     // A pipeline serves only with every stage up: while one restarts, tasks wait in the queue.
     if (!instance.shards.every((s) => s.runnerId === runner.runnerId || state.runners[s.runnerId]?.status.kind === "Ready")) continue;
     // Object key order is TaskCreated order, so the first match is the oldest: fair FIFO.
     for (const task of Object.values(state.tasks)) {
-      if (task.instanceId === instance.instanceId && task.status === "Pending" && !local.tasksReportedEnded.has(task.taskId)) {
-        return { type: "startTask", runnerId: runner.runnerId, task };
-      }
+      if (task.instanceId !== instance.instanceId || task.status !== "Pending") continue;
+      // State shows a task Pending until the runner's Running report is applied: a task already
+      // handed out (or already ended) is not started again.
+      if (runner.tasks[task.taskId] !== undefined || local.tasksReportedEnded.has(task.taskId)) continue;
+      return { type: "startTask", runnerId: runner.runnerId, task };
     }
   }
   return null;

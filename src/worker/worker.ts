@@ -14,7 +14,7 @@ import type { RunnerStatus } from "../shared/types.ts";
 import { isTaskTerminal } from "../shared/types.ts";
 import type { StageRole } from "../pipeline/stage-endpoint.ts";
 import type { Instance, Shard } from "../shared/types.ts";
-import type { Action, DownstreamTarget, LocalRunner, LocalView, TaskTimeouts } from "./plan.ts";
+import type { Action, DownstreamTarget, LocalRunner, LocalTask, LocalView, TaskTimeouts } from "./plan.ts";
 import { downstreamKey, plan } from "./plan.ts";
 
 /** Actions executed in one drain; more means the plan is not converging (a bug). */
@@ -65,7 +65,7 @@ export class Worker {
   private readonly runners = new Map<RunnerId, LocalRunner>();
   private readonly handles = new Map<RunnerId, RunnerHandle>();
   private readonly tasksReportedEnded = new Set<TaskId>();
-  /** Tasks stopped for running past a timeout, with why; at most one per runner (its current task). */
+  /** Tasks stopped for running past a timeout, with why, until their runner reports them ended. */
   private readonly timedOutTasks = new Map<TaskId, string>();
   private scheduled = false;
   private stopped = false;
@@ -128,13 +128,13 @@ export class Worker {
     this.options.logger.debug({ action: summarize(action) }, "worker action");
     switch (action.type) {
       case "cancelTask":
-        this.update(action.runnerId, { cancelSentFor: action.taskId });
+        this.updateTask(action.runnerId, action.taskId, { cancelSent: true });
         this.handles.get(action.runnerId)?.cancel(action.taskId);
         return;
       case "timeOutTask":
         this.options.logger.warn({ runnerId: action.runnerId, taskId: action.taskId }, action.reason);
         this.timedOutTasks.set(action.taskId, action.reason);
-        this.update(action.runnerId, { cancelSentFor: action.taskId });
+        this.updateTask(action.runnerId, action.taskId, { cancelSent: true });
         this.handles.get(action.runnerId)?.cancel(action.taskId);
         return;
       case "failTask":
@@ -168,16 +168,15 @@ export class Worker {
         this.update(action.runnerId, { warmupSent: true });
         this.handles.get(action.runnerId)?.warmup();
         return;
-      case "startTask":
-        this.update(action.runnerId, {
-          currentTaskId: action.task.taskId,
-          cancelSentFor: null,
-          taskStartedAtMs: this.options.clock.nowMs(),
-          taskDecodeStartedAtMs: null,
-          taskTokensGenerated: 0,
-        });
-        this.handles.get(action.runnerId)?.startTask({ taskId: action.task.taskId, params: action.task.params });
+      case "startTask": {
+        const runner = this.runners.get(action.runnerId);
+        if (runner === undefined) return;
+        const taskId = action.task.taskId;
+        const task: LocalTask = { taskId, startedAtMs: this.options.clock.nowMs(), decodeStartedAtMs: null, tokensGenerated: 0, cancelSent: false, runningReported: false };
+        this.update(action.runnerId, { tasks: { ...runner.tasks, [taskId]: task } });
+        this.handles.get(action.runnerId)?.startTask({ taskId, params: action.task.params });
         return;
+      }
     }
   }
 
@@ -191,8 +190,7 @@ export class Worker {
       status: { kind: "Idle" },
       loadSent: false,
       warmupSent: false,
-      currentTaskId: null,
-      cancelSentFor: null,
+      tasks: {},
       exitCount: previous?.exitCount ?? 0,
       lastExitAtMs: previous?.lastExitAtMs ?? null,
       lastExitReason: previous?.lastExitReason ?? null,
@@ -271,9 +269,7 @@ export class Worker {
       case "status":
         this.update(report.runnerId, { status: report.status });
         this.reportRunnerStatus(report.runnerId, report.status);
-        if (report.status.kind === "Running") {
-          sink.sendWorkerEvent(taskStatus(report.status.taskId, "Running"));
-        }
+        if (report.status.kind === "Running") this.reportTasksRunning(runner.runnerId, report.status.taskIds);
         break;
       case "prefillProgress":
         sink.sendWorkerEvent({
@@ -284,17 +280,15 @@ export class Worker {
         });
         break;
       case "chunk":
-        if (runner.currentTaskId === report.taskId) {
-          this.update(report.runnerId, {
-            taskDecodeStartedAtMs: runner.taskDecodeStartedAtMs ?? this.options.clock.nowMs(),
-            taskTokensGenerated: report.chunk.tokensGenerated,
-          });
-        }
+        this.updateTask(report.runnerId, report.taskId, {
+          decodeStartedAtMs: runner.tasks[report.taskId]?.decodeStartedAtMs ?? this.options.clock.nowMs(),
+          tokensGenerated: report.chunk.tokensGenerated,
+        });
         sink.sendWorkerEvent({ type: "ChunkGenerated", taskId: report.taskId, chunk: report.chunk });
         break;
       case "taskEnded": {
         this.tasksReportedEnded.add(report.taskId);
-        if (runner.currentTaskId === report.taskId) this.update(report.runnerId, { currentTaskId: null, cancelSentFor: null, taskStartedAtMs: null, taskDecodeStartedAtMs: null });
+        this.update(report.runnerId, { tasks: without(runner.tasks, report.taskId) });
         // A task stopped by its timeout ends "Cancelled" on the runner; to its client it failed. One
         // that completed before the cancel arrived keeps its answer.
         const timedOutReason = this.takeTimedOut(report.taskId);
@@ -330,26 +324,26 @@ export class Worker {
     // exits; that says more than its exit code.
     const reason = runner.status.kind === "Failed" ? `${runner.status.reason} (${exitReason})` : exitReason;
     this.handles.delete(runner.runnerId);
-    const taskId = runner.currentTaskId;
+    const taskIds = Object.keys(runner.tasks) as TaskId[];
     const expected = runner.shuttingDown;
     this.runners.set(runner.runnerId, {
       ...runner,
       alive: false,
-      currentTaskId: null,
+      tasks: {},
       status: expected ? { kind: "Shutdown" } : { kind: "Failed", reason },
       exitCount: expected ? runner.exitCount : runner.exitCount + 1,
       lastExitAtMs: this.options.clock.nowMs(),
       lastExitReason: reason,
     });
     if (expected) {
-      if (taskId !== null) this.timedOutTasks.delete(taskId);
+      for (const taskId of taskIds) this.timedOutTasks.delete(taskId);
       // The runner's instance is gone: forget it entirely once it has exited.
       this.runners.delete(runner.runnerId);
       return;
     }
     this.options.logger.warn({ runnerId: runner.runnerId, reason }, "runner exited unexpectedly");
     this.reportRunnerStatus(runner.runnerId, { kind: "Failed", reason });
-    if (taskId !== null) {
+    for (const taskId of taskIds) {
       this.tasksReportedEnded.add(taskId);
       const timedOutReason = this.takeTimedOut(taskId);
       this.options.sink.sendWorkerEvent({
@@ -383,6 +377,24 @@ export class Worker {
     if (runner !== undefined) this.runners.set(runnerId, { ...runner, ...patch });
   }
 
+  /** Changes one task of a runner; a task the runner no longer holds stays gone. */
+  private updateTask(runnerId: RunnerId, taskId: TaskId, patch: Partial<LocalTask>): void {
+    const runner = this.runners.get(runnerId);
+    const task = runner?.tasks[taskId];
+    if (runner === undefined || task === undefined) return;
+    this.runners.set(runnerId, { ...runner, tasks: { ...runner.tasks, [taskId]: { ...task, ...patch } } });
+  }
+
+  /** The runner started these tasks: each becomes Running in State once (its status repeats them). */
+  private reportTasksRunning(runnerId: RunnerId, taskIds: readonly TaskId[]): void {
+    for (const taskId of taskIds) {
+      const task = this.runners.get(runnerId)?.tasks[taskId];
+      if (task === undefined || task.runningReported) continue;
+      this.updateTask(runnerId, taskId, { runningReported: true });
+      this.options.sink.sendWorkerEvent(taskStatus(taskId, "Running"));
+    }
+  }
+
   /** Ended tasks whose end State now shows (or which were deleted) need no guarding any more. */
   private forgetSettledTasks(state: State): void {
     for (const taskId of this.tasksReportedEnded) {
@@ -404,6 +416,11 @@ function taskStatus(taskId: TaskId, status: "Running") {
     tokensGenerated: null,
     promptTokens: null,
   };
+}
+
+function without<T>(record: Readonly<Record<TaskId, T>>, taskId: TaskId): Record<TaskId, T> {
+  const { [taskId]: _removed, ...rest } = record;
+  return rest;
 }
 
 function summarize(action: Action): Record<string, unknown> {

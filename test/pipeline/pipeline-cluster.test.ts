@@ -153,19 +153,26 @@ test("cancel during the prefill of a long prompt stops before any token, on ever
   }
 });
 
-test("SIGKILL of a later stage mid-generation fails the task with the stage's name; after the restart the next request works", async () => {
+test("SIGKILL of a later stage mid-generation fails every task in flight with the stage's name; after the restart the next request works", async () => {
   const victim = split3.shards[2]!;
-  const { commandId, result } = cluster.submit("split3", greedy("Keep talking.", 900));
-  await cluster.waitFor((s) => {
-    const task = findTaskByCommandId(s, commandId);
-    return task !== undefined && taskEventsOf(task.taskId).some((e) => e.event.type === "ChunkGenerated");
-  }, "generation under way");
+  // Three tasks interleave on a 3-stage pipeline: the stage dies holding a slot of each.
+  const submitted = ["Keep talking.", "Keep going.", "Go on."].map((prompt) => cluster.submit("split3", greedy(prompt, 900)));
+  await cluster.waitFor(
+    (s) =>
+      submitted.every(({ commandId }) => {
+        const task = findTaskByCommandId(s, commandId);
+        return task !== undefined && taskEventsOf(task.taskId).some((e) => e.event.type === "ChunkGenerated");
+      }),
+    "generation under way for all three",
+  );
   const oldPid = cluster.runners.get(victim.runnerId)!.pid!;
   process.kill(oldPid, "SIGKILL");
-  const { task } = await result;
-  assert.equal(task.status, "Failed");
-  assert.equal(task.failureCode, "runner_failed");
-  assert.match(task.failureReason ?? "", new RegExp(`pipeline stage 3/3 on node ${victim.nodeId} is gone`));
+  for (const { result } of submitted) {
+    const { task } = await result;
+    assert.equal(task.status, "Failed");
+    assert.equal(task.failureCode, "runner_failed");
+    assert.match(task.failureReason ?? "", new RegExp(`pipeline stage 3/3 on node ${victim.nodeId} is gone`));
+  }
   await cluster.waitFor((s) => cluster.runners.get(victim.runnerId)?.pid !== oldPid && s.runners[victim.runnerId]?.status.kind === "Ready", "the killed stage restarted", 60_000);
   await cluster.waitForCondition(stagesIdle(split3), "every stage Ready with no KV slot");
   const next = await cluster.submit("split3", greedy("Hello again.", 8)).result;
@@ -198,6 +205,45 @@ test("a later stage that goes silent mid-generation (SIGSTOP) fails the task onc
   const next = await cluster.submit("split2", greedy("Hello again.", 6)).result;
   assert.equal(next.task.status, "Complete", next.task.failureReason ?? "");
   assert.equal(cluster.runners.get(victim.runnerId)!.pid, pid, "the stage was not restarted");
+});
+
+test("concurrent requests on a pipeline interleave (one per stage at once) and each gives the tokens it gives alone", async () => {
+  const prompts = ["Tell me a story about a fox.", "x", "Count to ten.", "What is a pipeline?"];
+  const alone = [];
+  for (const prompt of prompts) alone.push(await cluster.submit("whole", greedy(prompt)).result);
+  const since = cluster.reports.length;
+  const eventsSince = cluster.events.length;
+  const together = await Promise.all(prompts.map((prompt) => cluster.submit("split2", greedy(prompt)).result));
+  for (const [i, result] of together.entries()) {
+    assert.equal(result.task.status, "Complete", result.task.failureReason ?? "");
+    assert.equal(result.text, alone[i]!.text, `prompt ${i}`);
+    assert.deepEqual(
+      result.chunks.flatMap((c) => c.logprobs ?? []),
+      alone[i]!.chunks.flatMap((c) => c.logprobs ?? []),
+      `prompt ${i}: same log-probabilities`,
+    );
+  }
+  const firstStage = split2.shards[0]!.runnerId;
+  const runningAtOnce = cluster.events
+    .slice(eventsSince)
+    .map((e) => (e.event.type === "RunnerStatusUpdated" && e.event.runnerId === firstStage && e.event.status.kind === "Running" ? e.event.status.taskIds.length : 0));
+  assert.equal(Math.max(...runningAtOnce), 2, "stage 0 ran two tasks at once, never more than one per stage");
+  assert.deepEqual(slotPeaks(split2, since), [2, 2], "each stage held a KV slot per task in flight");
+  await cluster.waitForCondition(stagesIdle(split2), "both stages Ready with no KV slot");
+});
+
+test("cancelling one of two interleaved tasks leaves the other's answer intact", async () => {
+  const reference = await cluster.submit("whole", greedy("Count to ten.", 40)).result;
+  const long = cluster.submit("split2", greedy("Keep talking.", 900));
+  const short = cluster.submit("split2", greedy("Count to ten.", 40));
+  const longTask = () => findTaskByCommandId(cluster.state, long.commandId);
+  await cluster.waitFor(() => longTask()?.status === "Running" && findTaskByCommandId(cluster.state, short.commandId)?.status === "Running", "both tasks running");
+  cluster.cancel(long.commandId);
+  const [cancelled, kept] = await Promise.all([long.result, short.result]);
+  assert.equal(cancelled.task.status, "Cancelled");
+  assert.equal(kept.task.status, "Complete", kept.task.failureReason ?? "");
+  assert.equal(kept.text, reference.text);
+  await cluster.waitForCondition(stagesIdle(split2), "both stages Ready with no KV slot");
 });
 
 test("32 concurrent requests on a 2-stage pipeline all complete", async () => {

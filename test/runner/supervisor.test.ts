@@ -115,7 +115,7 @@ test("load → Loading per layer → Loaded → WarmingUp → Ready; a task stre
   assert.equal(ofTask[0]?.type, "prefillProgress");
   const text = ofTask.map((r) => (r.type === "chunk" ? r.chunk.text : "")).join("");
   assert.equal(text, FAKE_ENGINE_DEFAULT_TEXT);
-  assert.ok(h.reports.items.some((r) => r.type === "status" && r.status.kind === "Running" && r.status.taskId === taskId));
+  assert.ok(h.reports.items.some((r) => r.type === "status" && r.status.kind === "Running" && r.status.taskIds.includes(taskId)));
   assert.deepEqual(
     { status: ended.type === "taskEnded" && ended.status, reason: ended.type === "taskEnded" && ended.finishReason },
     { status: "Complete", reason: "length" },

@@ -169,7 +169,7 @@ test("RunnerStatusUpdated: allowed transitions apply, unknown runners are ignore
   assert.deepEqual(s.runners[runnerId]?.status, { kind: "Loading", layersLoaded: 0, layerCount: 2 });
   const unknown = run(s, [{ type: "RunnerStatusUpdated", runnerId: "runner-nope" as RunnerId, status: { kind: "Ready" } }]);
   assert.deepEqual(content(unknown), content(s));
-  assert.throws(() => run(s, [{ type: "RunnerStatusUpdated", runnerId, status: { kind: "Running", taskId: "t1" as TaskId } }]), AssertionError);
+  assert.throws(() => run(s, [{ type: "RunnerStatusUpdated", runnerId, status: { kind: "Running", taskIds: ["t1" as TaskId] } }]), AssertionError);
   // Failed and Idle may follow anything.
   const failed = run(s, [{ type: "RunnerStatusUpdated", runnerId, status: { kind: "Failed", reason: "oom" } }]);
   assert.equal(failed.runners[runnerId]?.status.kind, "Failed");

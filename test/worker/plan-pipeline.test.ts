@@ -9,7 +9,7 @@ import type { Instance, RunnerStatus, Task } from "../../src/shared/types.ts";
 import type { LocalRunner, LocalView } from "../../src/worker/plan.ts";
 import { downstreamKey, plan } from "../../src/worker/plan.ts";
 import { testGenerationParams } from "../support/generation-params.ts";
-import { localRunner, TEST_INSTANCE_ID, TEST_RUNNER_ID } from "../support/local-runner.ts";
+import { busyWith, localRunner, localTask, TEST_INSTANCE_ID, TEST_RUNNER_ID } from "../support/local-runner.ts";
 
 const ME = "node-me" as NodeId;
 const OTHER = "node-other" as NodeId;
@@ -98,4 +98,69 @@ test("a pipeline's tasks start only while every stage is Ready", () => {
   assert.equal(plan(state({ status: { kind: "Loaded" }, stagePort: 4000 }, [pending]), local(pointed)), null);
   assert.equal(plan(state({ status: { kind: "Idle" }, stagePort: 4000 }, [pending]), local(runner({ downstreamSentKey: downstreamKey(target) })))?.type, undefined);
   assert.deepEqual(plan(state({ status: { kind: "Ready" }, stagePort: 4000 }, [pending]), local(pointed))?.type, "startTask");
+});
+
+test("stage 0 of a 2-stage pipeline interleaves two tasks, never a third; a single node runs one", () => {
+  const T1 = "t1" as TaskId;
+  const T0 = "t0" as TaskId;
+  const second = { ...pending, taskId: "t2" as TaskId, commandId: "c2" as CommandId };
+  const remoteReady = { status: { kind: "Ready" } as RunnerStatus, stagePort: 4000 };
+  const pointed = { downstreamSentKey: downstreamKey(target) };
+  const runningT0 = { ...pending, taskId: T0, status: "Running" as const, heldByRunner: true };
+  // One task in flight on a 2-stage pipeline: the oldest Pending one starts next to it.
+  const oneInFlight = plan(state(remoteReady, [runningT0, pending, second]), local(runner({ ...busyWith([T0]), ...pointed })));
+  assert.ok(oneInFlight?.type === "startTask");
+  assert.equal(oneInFlight.task.taskId, T1);
+  // Two in flight: the rest wait.
+  assert.equal(plan(state(remoteReady, [runningT0, { ...pending, status: "Running", heldByRunner: true }, second]), local(runner({ ...busyWith([T0, T1]), ...pointed }))), null);
+  // Handed but not yet reported Running counts too.
+  assert.equal(plan(state(remoteReady, [runningT0, pending, second]), local(runner({ ...pointed, status: { kind: "Running", taskIds: [T0] }, tasks: { [T0]: localTask(T0), [T1]: localTask(T1, { runningReported: false }) } }))), null);
+  // The runner's last status names a task it has since ended: wait for its next report (it may say Failed).
+  assert.equal(plan(state(remoteReady, [pending]), local(runner({ ...pointed, status: { kind: "Running", taskIds: [T0] }, tasks: {} }))), null);
+  // A single-node instance runs one task at a time.
+  const single: State = { ...state(remoteReady, [runningT0, pending]), instances: { [INST]: { ...INSTANCE, shards: [{ runnerId: R0, nodeId: ME, layerStart: 0, layerEnd: 8 }] } } as State["instances"] };
+  assert.equal(plan(single, local(runner(busyWith([T0])))), null);
+});
+
+test("each interleaved task is cancelled and timed out on its own", () => {
+  const T0 = "t0" as TaskId;
+  const T1 = "t1" as TaskId;
+  const tasks = [
+    { ...pending, taskId: T0, status: "Running" as const, heldByRunner: true },
+    { ...pending, status: "Cancelled" as const, heldByRunner: true },
+  ];
+  const view = local(runner({ ...busyWith([T0, T1]), downstreamSentKey: downstreamKey(target) }));
+  assert.deepEqual(plan(state({ status: { kind: "Ready" }, stagePort: 4000 }, tasks), view), { type: "cancelTask", runnerId: R0, taskId: T1 });
+  const timedOut: LocalView = {
+    ...local(runner({ status: { kind: "Running", taskIds: [T0, T1] }, tasks: { [T0]: localTask(T0, { startedAtMs: -5_000 }), [T1]: localTask(T1, { cancelSent: true }) }, downstreamSentKey: downstreamKey(target) })),
+    taskTimeouts: { prefillTimeoutMs: 1_000, decodeTimeoutMs: 1_000 },
+  };
+  const action = plan(state({ status: { kind: "Ready" }, stagePort: 4000 }, tasks), timedOut);
+  assert.ok(action?.type === "timeOutTask");
+  assert.equal(action.taskId, T0);
+});
+
+test("a runner that vanished with two tasks: both fail with the reason", () => {
+  const T0 = "t0" as TaskId;
+  const tasks = [
+    { ...pending, taskId: T0, status: "Running" as const, heldByRunner: true },
+    { ...pending, status: "Running" as const, heldByRunner: true },
+  ];
+  const gone = local(runner({ alive: false, exitCount: 1, lastExitAtMs: 0, lastExitReason: "killed by SIGKILL", downstreamSentKey: downstreamKey(target) }));
+  const first = plan(state({ status: { kind: "Ready" }, stagePort: 4000 }, tasks), gone);
+  assert.ok(first?.type === "failTask");
+  assert.equal(first.taskId, T0);
+  const second = plan(state({ status: { kind: "Ready" }, stagePort: 4000 }, tasks), { ...gone, tasksReportedEnded: new Set([T0]) });
+  assert.ok(second?.type === "failTask");
+  assert.equal(second.taskId, "t1");
+  assert.match(second.reason, /SIGKILL/);
+});
+
+test("a task handed to stage 0 but still Pending in State is not started twice", () => {
+  const T0 = "t0" as TaskId;
+  const handed = { ...pending, taskId: T0 };
+  const view = local(runner({ status: { kind: "Ready" }, tasks: { [T0]: localTask(T0, { runningReported: false }) }, downstreamSentKey: downstreamKey(target) }));
+  const action = plan(state({ status: { kind: "Ready" }, stagePort: 4000 }, [handed, pending]), view);
+  assert.ok(action?.type === "startTask");
+  assert.equal(action.task.taskId, "t1");
 });

@@ -6,10 +6,10 @@ import { RUNNER_RESTARTS_MAX } from "../../src/shared/limits.ts";
 import type { State } from "../../src/shared/state.ts";
 import { emptyState } from "../../src/shared/state.ts";
 import type { Instance, RunnerStatus, Task, TaskStatus } from "../../src/shared/types.ts";
-import type { LocalRunner, LocalView } from "../../src/worker/plan.ts";
+import type { LocalRunner, LocalTask, LocalView } from "../../src/worker/plan.ts";
 import { plan, restartBackoffMs } from "../../src/worker/plan.ts";
 import { testGenerationParams } from "../support/generation-params.ts";
-import { localRunner, TEST_INSTANCE_ID, TEST_RUNNER_ID } from "../support/local-runner.ts";
+import { busyWith, localRunner, TEST_INSTANCE_ID, TEST_RUNNER_ID } from "../support/local-runner.ts";
 
 const ME = "node-me" as NodeId;
 const OTHER = "node-other" as NodeId;
@@ -130,7 +130,7 @@ describe("plan", () => {
     {
       name: "busy runner takes nothing",
       state: state({ tasks: [task("t1", "Running"), task("t2", "Pending")] }),
-      local: local([runner({ status: { kind: "Running", taskId: T1 }, currentTaskId: T1 })]),
+      local: local([runner(busyWith([T1]))]),
       expect: null,
     },
     {
@@ -142,26 +142,26 @@ describe("plan", () => {
     {
       name: "cancelled task on the runner → cancel",
       state: state({ tasks: [task("t1", "Cancelled")] }),
-      local: local([runner({ status: { kind: "Running", taskId: T1 }, currentTaskId: T1 })]),
+      local: local([runner(busyWith([T1]))]),
       expect: { type: "cancelTask", runnerId: R0, taskId: T1 },
     },
     {
       name: "deleted task still on the runner → cancel",
       state: state({ tasks: [] }),
-      local: local([runner({ status: { kind: "Running", taskId: T1 }, currentTaskId: T1 })]),
+      local: local([runner(busyWith([T1]))]),
       expect: { type: "cancelTask", runnerId: R0, taskId: T1 },
     },
     {
       name: "cancel already sent → not again",
       state: state({ tasks: [task("t1", "Cancelled")] }),
-      local: local([runner({ status: { kind: "Running", taskId: T1 }, currentTaskId: T1, cancelSentFor: T1 })]),
+      local: local([runner(busyWith([T1], { cancelSent: true }))]),
       expect: null,
     },
     {
       name: "cancel comes before everything else",
       state: state({ tasks: [task("t1", "Cancelled"), task("t2", "Pending")] }),
       local: local([
-        runner({ status: { kind: "Running", taskId: T1 }, currentTaskId: T1 }),
+        runner(busyWith([T1])),
         runner({ runnerId: "runner-unwanted" as RunnerId }),
       ]),
       expect: { type: "cancelTask", taskId: T1 },
@@ -241,8 +241,8 @@ function assertSubset(actual: object, expected: Record<string, unknown>): void {
 describe("plan: task timeouts", () => {
   const T1 = "t1" as TaskId;
   const timeouts = { prefillTimeoutMs: 1_000, decodeTimeoutMs: 5_000 };
-  const running = (patch: Partial<LocalRunner>): LocalView => ({
-    ...local([runner({ status: { kind: "Running", taskId: T1 }, currentTaskId: T1, ...patch })]),
+  const running = (patch: Partial<LocalTask>): LocalView => ({
+    ...local([runner(busyWith([T1], patch))]),
     taskTimeouts: timeouts,
   });
   const withPrefill = (): State => {
@@ -250,35 +250,35 @@ describe("plan: task timeouts", () => {
     return state({ tasks: [t] });
   };
   const cases: { name: string; state: State; local: LocalView; expect: Record<string, unknown> | null }[] = [
-    { name: "prefill within its limit → nothing", state: withPrefill(), local: running({ taskStartedAtMs: NOW - 1_000 }), expect: null },
+    { name: "prefill within its limit → nothing", state: withPrefill(), local: running({ startedAtMs: NOW - 1_000 }), expect: null },
     {
       name: "prefill past its limit → time out, naming the limit and the progress",
       state: withPrefill(),
-      local: running({ taskStartedAtMs: NOW - 1_001 }),
+      local: running({ startedAtMs: NOW - 1_001 }),
       expect: { type: "timeOutTask", runnerId: R0, taskId: T1 },
     },
     {
       name: "decoding: the decode limit counts from the first chunk, not the start",
       state: withPrefill(),
-      local: running({ taskStartedAtMs: NOW - 4_000, taskDecodeStartedAtMs: NOW - 3_000 }),
+      local: running({ startedAtMs: NOW - 4_000, decodeStartedAtMs: NOW - 3_000 }),
       expect: null,
     },
     {
       name: "decode past its limit → time out",
       state: state({ tasks: [task("t1", "Running")] }),
-      local: running({ taskStartedAtMs: NOW - 9_000, taskDecodeStartedAtMs: NOW - 5_001 }),
+      local: running({ startedAtMs: NOW - 9_000, decodeStartedAtMs: NOW - 5_001 }),
       expect: { type: "timeOutTask", runnerId: R0, taskId: T1 },
     },
     {
       name: "already told to stop → not again",
       state: state({ tasks: [task("t1", "Running")] }),
-      local: running({ taskStartedAtMs: NOW - 9_000, cancelSentFor: T1 }),
+      local: running({ startedAtMs: NOW - 9_000, cancelSent: true }),
       expect: null,
     },
     {
       name: "no timeouts configured → never",
       state: state({ tasks: [task("t1", "Running")] }),
-      local: local([runner({ status: { kind: "Running", taskId: T1 }, currentTaskId: T1, taskStartedAtMs: 0 })]),
+      local: local([runner(busyWith([T1]))]),
       expect: null,
     },
   ];
@@ -295,10 +295,10 @@ describe("plan: task timeouts", () => {
   }
 
   test("the reason says which limit and how far it got", () => {
-    const prefill = plan(withPrefill(), running({ taskStartedAtMs: NOW - 2_000 }));
+    const prefill = plan(withPrefill(), running({ startedAtMs: NOW - 2_000 }));
     assert.ok(prefill?.type === "timeOutTask");
     assert.match(prefill.reason, /timed out.*prefill timeout of 1000 ms.*256 of 2048/);
-    const decode = plan(state({ tasks: [{ ...task("t1", "Running"), tokensGenerated: 42 }] }), running({ taskDecodeStartedAtMs: NOW - 6_000 }));
+    const decode = plan(state({ tasks: [{ ...task("t1", "Running"), tokensGenerated: 42 }] }), running({ decodeStartedAtMs: NOW - 6_000 }));
     assert.ok(decode?.type === "timeOutTask");
     assert.match(decode.reason, /timed out.*decode timeout of 5000 ms.*42 tokens/);
   });
