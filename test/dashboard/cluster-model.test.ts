@@ -71,8 +71,10 @@ test("structural events and unknown ids ask for a fresh State", () => {
 test("runner states read as people expect", () => {
   assert.equal(runnerLabel({ kind: "Loading", layersLoaded: 3, layerCount: 8 }), "Loading 3/8");
   assert.equal(runnerLabel({ kind: "Failed", reason: "out of memory" }), "Failed");
+  assert.equal(runnerLabel({ kind: "Running", taskIds: ["t1"] }), "Running");
+  assert.equal(runnerLabel({ kind: "Running", taskIds: ["t1", "t2"] }), "Running 2 requests");
   assert.equal(runnerTone({ kind: "Failed", reason: "x" }), "bad");
-  assert.equal(runnerTone({ kind: "Running", taskId: "t" }), "busy");
+  assert.equal(runnerTone({ kind: "Running", taskIds: ["t"] }), "busy");
   assert.equal(runnerTone({ kind: "Ready" }), "ok");
 });
 

@@ -6,7 +6,8 @@ export interface RunnerStatus {
   kind: string;
   layersLoaded?: number;
   layerCount?: number;
-  taskId?: string;
+  /** Running: the requests in progress (a pipeline's first stage interleaves several). */
+  taskIds?: string[];
   reason?: string;
 }
 export interface NodeInfo {
@@ -148,6 +149,8 @@ export function runnerLabel(status: RunnerStatus): string {
       return "Warming up";
     case "ShuttingDown":
       return "Shutting down";
+    case "Running":
+      return status.taskIds !== undefined && status.taskIds.length > 1 ? `Running ${status.taskIds.length} requests` : "Running";
     default:
       return status.kind;
   }
