@@ -9,7 +9,7 @@ import type { ChatMessage, ToolDefinition } from "../shared/types.ts";
 import { ChatTemplateError, chatTemplateOf, encodeChat, type ChatTemplate } from "./chat-template.ts";
 import { EngineInputError, type Engine, type EngineShardSpec, type LocalSequence, type SampledToken, type SamplingParams, type StageSequence, type StageStepInput } from "./engine.ts";
 import { ShardForward, type StageInput } from "./forward.ts";
-import { readGguf } from "./gguf/reader.ts";
+import { readGguf, type GgufFile } from "./gguf/reader.ts";
 import { readModelArch, type ModelArch } from "./model.ts";
 import { loadNative, type NativeKvCache } from "./native.ts";
 import { Sampler, samplerParamsOf, type SamplerParams } from "./sampler.ts";
@@ -51,11 +51,26 @@ export function chooseContextSize(arch: ModelArch, spec: EngineShardSpec, memory
 }
 
 
-interface Loaded {
-  readonly shard: ShardForward;
+/** What turns text into tokens and back: only the first stage (stage 0) has it. */
+interface TextServices {
   readonly tokenizer: Tokenizer;
   readonly template: ChatTemplate;
+}
+
+interface Loaded {
+  readonly shard: ShardForward;
+  /** Null on a later pipeline stage: it sees hidden states and samples ids, never text. */
+  readonly text: TextServices | null;
   readonly contextSize: number;
+}
+
+/** The first stage's tokenizer and template; a later stage has none (see StageSequence). */
+function textOf(loaded: Loaded): TextServices {
+  if (loaded.text === null) {
+    const { layerStart, layerEnd } = loaded.shard.range;
+    throw new Error(`shard [${layerStart}, ${layerEnd}) is a later pipeline stage: the first stage tokenizes and detokenizes`);
+  }
+  return loaded.text;
 }
 
 export class GgufEngine implements Engine {
@@ -77,8 +92,8 @@ export class GgufEngine implements Engine {
     }
     const shard = ShardForward.open(path, { layerStart: this.spec.layerStart, layerEnd: this.spec.layerEnd }, file);
     try {
-      const tokenizer = Tokenizer.fromGguf(file);
-      const template = chatTemplateOf(tokenizer.vocabulary);
+      // A later stage never sees text: no tokenizer (several MB for a 150k vocabulary) is built for it.
+      const text = shard.isFirst ? textServicesOf(file) : null;
       const contextSize = chooseContextSize(arch, this.spec);
       // Page the weights in layer by layer so progress is real and the first token is not slowed by faults.
       const total = this.spec.layerEnd - this.spec.layerStart;
@@ -88,7 +103,7 @@ export class GgufEngine implements Engine {
         onProgress(done, total);
       });
       if (reported === 0) onProgress(total, total);
-      this.loaded = { shard, tokenizer, template, contextSize };
+      this.loaded = { shard, text, contextSize };
     } catch (error) {
       shard.close();
       throw error;
@@ -103,14 +118,15 @@ export class GgufEngine implements Engine {
   get contextSize(): number {
     return this.need().contextSize;
   }
+  /** The first stage's tokenizer; throws on a later stage. */
   get tokenizer(): Tokenizer {
-    return this.need().tokenizer;
+    return textOf(this.need()).tokenizer;
   }
 
   async warmup(): Promise<void> {
-    const { shard, tokenizer } = this.need();
-    if (!shard.isFirst || !shard.isLast) return;
-    const first = tokenizer.vocabulary.bosTokenId ?? 0;
+    const loaded = this.need();
+    if (!loaded.shard.isFirst || !loaded.shard.isLast) return;
+    const first = textOf(loaded).tokenizer.vocabulary.bosTokenId ?? 0;
     const sequence = this.openSequenceWith(
       { temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, penaltyLastN: 0, seed: 0, logprobs: false, topLogprobs: 0 },
       2,
@@ -125,7 +141,9 @@ export class GgufEngine implements Engine {
   }
 
   encodeChat(messages: readonly ChatMessage[], tools?: readonly ToolDefinition[]): number[] {
-    const { tokenizer, template, contextSize } = this.need();
+    const loaded = this.need();
+    const { tokenizer, template } = textOf(loaded);
+    const contextSize = loaded.contextSize;
     let tokens: number[];
     try {
       tokens = encodeChat(tokenizer, template, messages, tools !== undefined && tools.length > 0 ? tools : undefined);
@@ -225,6 +243,7 @@ export class StageSlot {
 class GgufSequence implements LocalSequence {
   private readonly slot: StageSlot;
   private readonly sampler: Sampler;
+  private readonly tokenizer: Tokenizer;
   private readonly detokenizer: StreamingDetokenizer;
   /** The last hidden row; logits are computed only when sampled (not after every prefill chunk). */
   private lastHidden: Float32Array | null = null;
@@ -242,14 +261,15 @@ class GgufSequence implements LocalSequence {
   ) {
     this.slot = new StageSlot(loaded.shard, loaded.contextSize);
     this.sampler = new Sampler(params);
-    this.detokenizer = loaded.tokenizer.createStreamingDetokenizer();
+    this.tokenizer = textOf(loaded).tokenizer;
+    this.detokenizer = this.tokenizer.createStreamingDetokenizer();
     this.logitsBuffer = new Float32Array(loaded.shard.arch.vocabSize);
   }
 
   private run(tokenIds: readonly number[]): void {
     if (this.freed) throw new Error("sequence was freed");
     if (tokenIds.length === 0) return;
-    checkTokenIds(this.loaded.tokenizer, tokenIds);
+    checkTokenIds(this.tokenizer, tokenIds);
     const nEmbd = this.loaded.shard.arch.nEmbd;
     if (this.embedBuffer.length < tokenIds.length * nEmbd) this.embedBuffer = new Float32Array(tokenIds.length * nEmbd);
     const { hidden, nTokens } = this.slot.forwardHidden({ tokens: tokenIds }, this.embedBuffer);
@@ -274,7 +294,7 @@ class GgufSequence implements LocalSequence {
   }
 
   isEndOfGeneration(tokenId: number): boolean {
-    return this.loaded.tokenizer.isEndOfGeneration(tokenId);
+    return this.tokenizer.isEndOfGeneration(tokenId);
   }
 
   detokenize(tokenId: number): string {
@@ -282,7 +302,7 @@ class GgufSequence implements LocalSequence {
   }
 
   tokenText(tokenId: number): string {
-    return this.loaded.tokenizer.tokenText(tokenId);
+    return this.tokenizer.tokenText(tokenId);
   }
 
   free(): void {
@@ -317,7 +337,7 @@ class GgufStageSequence implements StageSequence {
   ) {
     this.slot = new StageSlot(loaded.shard, loaded.contextSize);
     this.sampler = loaded.shard.isLast ? new Sampler(params) : null;
-    this.detokenizer = loaded.shard.isFirst ? loaded.tokenizer.createStreamingDetokenizer() : null;
+    this.detokenizer = loaded.text === null ? null : loaded.text.tokenizer.createStreamingDetokenizer();
     this.logitsBuffer = loaded.shard.isLast ? new Float32Array(loaded.shard.arch.vocabSize) : null;
   }
 
@@ -333,7 +353,7 @@ class GgufStageSequence implements StageSequence {
 
   forward(input: StageStepInput, tokenIds: readonly number[]): { hidden: Float32Array; nTokens: number } {
     if (this.freed) throw new Error("stage sequence was freed");
-    if ("tokens" in input) checkTokenIds(this.loaded.tokenizer, input.tokens);
+    if ("tokens" in input) checkTokenIds(textOf(this.loaded).tokenizer, input.tokens);
     const out = this.slot.forwardHidden(input);
     if (this.sampler !== null) for (const id of tokenIds) this.sampler.accept(id);
     return out;
@@ -348,7 +368,7 @@ class GgufStageSequence implements StageSequence {
   }
 
   isEndOfGeneration(tokenId: number): boolean {
-    return this.loaded.tokenizer.isEndOfGeneration(tokenId);
+    return textOf(this.loaded).tokenizer.isEndOfGeneration(tokenId);
   }
 
   detokenize(tokenId: number): string {
@@ -357,7 +377,7 @@ class GgufStageSequence implements StageSequence {
   }
 
   tokenText(tokenId: number): string {
-    return this.loaded.tokenizer.tokenText(tokenId);
+    return textOf(this.loaded).tokenizer.tokenText(tokenId);
   }
 
   free(): void {
@@ -366,6 +386,11 @@ class GgufStageSequence implements StageSequence {
     this.slot.free();
     this.onFree();
   }
+}
+
+function textServicesOf(file: GgufFile): TextServices {
+  const tokenizer = Tokenizer.fromGguf(file);
+  return { tokenizer, template: chatTemplateOf(tokenizer.vocabulary) };
 }
 
 export function createEngine(spec: EngineShardSpec): GgufEngine {

@@ -192,6 +192,35 @@ test("a pipeline stage maps only its layers and refuses whole-model sequences", 
   engine.close();
 });
 
+test("only the first pipeline stage has a tokenizer; later stages forward and sample without one", async () => {
+  const first = createEngine(spec({ layerStart: 0, layerEnd: 1 })) as GgufEngine;
+  const last = createEngine(spec({ layerStart: 1, layerEnd: FIXTURE.nLayer })) as GgufEngine;
+  await first.load(() => {});
+  await last.load(() => {});
+  try {
+    assert.ok(first.tokenizer.tokenCount > 0);
+    assert.throws(() => last.tokenizer, /later pipeline stage/);
+    assert.throws(() => last.encodeChat([{ role: "user", content: "hi" }]), /later pipeline stage/);
+    const head = first.openStageSequence(GREEDY);
+    const tail = last.openStageSequence(GREEDY);
+    const prompt = first.encodeChat([{ role: "user", content: "hi" }]);
+    const mid = head.forward({ tokens: prompt }, prompt);
+    const out = tail.forward({ hidden: mid.hidden, nTokens: mid.nTokens }, prompt);
+    const token = tail.sample(out.hidden, out.nTokens).tokenId;
+    assert.ok(Number.isInteger(token) && token >= 0 && token < first.tokenizer.tokenCount);
+    assert.equal(typeof head.isEndOfGeneration(token), "boolean");
+    assert.equal(typeof head.tokenText(token), "string");
+    assert.throws(() => tail.isEndOfGeneration(token), /later pipeline stage/);
+    assert.throws(() => tail.tokenText(token), /later pipeline stage/);
+    assert.throws(() => tail.detokenize(token), /first stage/);
+    head.free();
+    tail.free();
+  } finally {
+    first.close();
+    last.close();
+  }
+});
+
 /** Byte offset of a tensor's info record (just after its name) in the header. */
 function tensorInfoOffset(bytes: Buffer, name: string): number {
   const at = bytes.indexOf(Buffer.from(name));
