@@ -179,16 +179,19 @@ function pairHash(left: number, right: number): number {
  * merge whose side is not a token cannot be keyed by ids; those few keep their text.
  */
 export class MergeRanks {
-  /** left id, right id per slot. */
-  private readonly pairs: Int32Array;
-  private readonly ranks: Int32Array;
+  /** Per slot: a rank, or EMPTY_SLOT. */
+  private readonly slots: Int32Array;
+  /** Per rank: the token ids of its two sides (EMPTY_SLOT for merges kept by text). */
+  private readonly lefts: Int32Array;
+  private readonly rights: Int32Array;
   private readonly mask: number;
   private readonly byText = new Map<string, number>();
 
   constructor(index: TokenIndex, merges: GgufStringTable) {
     const slotCount = slotCountFor(merges.length);
-    this.pairs = new Int32Array(2 * slotCount);
-    this.ranks = new Int32Array(slotCount).fill(EMPTY_SLOT);
+    this.slots = new Int32Array(slotCount).fill(EMPTY_SLOT);
+    this.lefts = new Int32Array(merges.length).fill(EMPTY_SLOT);
+    this.rights = new Int32Array(merges.length).fill(EMPTY_SLOT);
     this.mask = slotCount - 1;
     const { bytes } = merges;
     for (let rank = 0; rank < merges.length; rank++) {
@@ -211,16 +214,16 @@ export class MergeRanks {
       }
       const slot = this.find(left, right);
       // The first of duplicate merges keeps its rank.
-      if (this.ranks[slot] !== EMPTY_SLOT) continue;
-      this.pairs[2 * slot] = left;
-      this.pairs[2 * slot + 1] = right;
-      this.ranks[slot] = rank;
+      if (this.slots[slot] !== EMPTY_SLOT) continue;
+      this.slots[slot] = rank;
+      this.lefts[rank] = left;
+      this.rights[rank] = right;
     }
   }
 
   /** Rank of merging the tokens `left` and `right`, or null. */
   rankOfIds(left: number, right: number): number | null {
-    const rank = this.ranks[this.find(left, right)]!;
+    const rank = this.slots[this.find(left, right)]!;
     return rank === EMPTY_SLOT ? null : rank;
   }
 
@@ -231,8 +234,8 @@ export class MergeRanks {
 
   private find(left: number, right: number): number {
     for (let slot = pairHash(left, right) & this.mask; ; slot = (slot + 1) & this.mask) {
-      if (this.ranks[slot] === EMPTY_SLOT) return slot;
-      if (this.pairs[2 * slot] === left && this.pairs[2 * slot + 1] === right) return slot;
+      const rank = this.slots[slot]!;
+      if (rank === EMPTY_SLOT || (this.lefts[rank] === left && this.rights[rank] === right)) return slot;
     }
   }
 }

@@ -97,7 +97,8 @@ export function readVocabulary(file: GgufFile): Vocabulary {
     }
     types.forEach((type, id) => (tokenTypes[id] = type >= 0 && type <= TokenType.Byte ? type : TokenType.Undefined));
   }
-  const scores = new Float32Array(tokens.length);
+  // Only SentencePiece reads scores: a BPE vocabulary without them gets an empty array, not 600 KB of zeros.
+  const scores = new Float32Array(model === "llama" || hasKey(file, "tokenizer.ggml.scores") ? tokens.length : 0);
   if (hasKey(file, "tokenizer.ggml.scores")) {
     const values = getNumberArray(file, "tokenizer.ggml.scores");
     if (values.length !== tokens.length) {
