@@ -9,6 +9,7 @@ import { EVENT_LOG_PAGE_MAX } from "../shared/limits.ts";
 import { findTaskByCommandId, stateToJson } from "../shared/state.ts";
 import type { IndexedEvent, ModelPlacementInfo } from "../shared/types.ts";
 import { ShardingSchema } from "../shared/types.ts";
+import { placementInfoOfCard } from "../models/model-card.ts";
 import type { ApiDeps } from "./deps.ts";
 import type { ApiEnv } from "./env.ts";
 import { ApiError } from "./errors.ts";
@@ -43,7 +44,7 @@ function unknownModel(model: string): ApiError {
 function placementInfoOf(deps: ApiDeps, model: string): ModelPlacementInfo {
   const card = deps.models.get(model);
   if (card === undefined) throw unknownModel(model);
-  return { modelId: card.modelId, layerCount: card.layerCount, sizeBytes: card.sizeBytes };
+  return placementInfoOfCard(card);
 }
 
 export function clusterRouter(deps: ApiDeps): Hono<ApiEnv> {

@@ -10,6 +10,7 @@ import type { State } from "../shared/state.ts";
 import { instancesOfModel, tasksOfInstance } from "../shared/state.ts";
 import type { Chunk, GenerationParams } from "../shared/types.ts";
 import { isTaskTerminal } from "../shared/types.ts";
+import { placementInfoOfCard } from "../models/model-card.ts";
 import type { ApiDeps } from "./deps.ts";
 import { ApiError, failureToApiError, RETRY_AFTER_SECONDS } from "./errors.ts";
 import type { TaskEnd, TaskStream, TaskUpdate } from "./task-stream.ts";
@@ -55,7 +56,7 @@ export async function prepareModel(deps: ApiDeps, requested: string, signal: Abo
     throw new ApiError(404, { message: `model ${JSON.stringify(requested)} does not exist`, type: "invalid_request_error", param: "model", code: "model_not_found" });
   }
   if (running.length === 0 && card !== undefined) {
-    await deps.placer.ensureInstance({ modelId, layerCount: card.layerCount, sizeBytes: card.sizeBytes }, signal);
+    await deps.placer.ensureInstance(placementInfoOfCard(card), signal);
     if (signal.aborted) throw clientGone();
   }
   if (isQueueFull(deps.cluster.state, modelId)) {

@@ -156,6 +156,16 @@ function describe(file: GgufFile, name: string, role: string, layer: number, mat
   return { role, layer, offset: t.fileOffset, sizeBytes: t.sizeBytes, type: t.type, ne0, ne1: t.elementCount / ne0 };
 }
 
+/**
+ * Bytes of the tensors only the last stage maps: the final norm and the output head (the token
+ * embedding when the head is tied to it). Stage 0 reads its embedding rows from the file on demand,
+ * so an untied token embedding costs it next to no memory or time and is not counted here.
+ */
+export function headBytesOf(file: GgufFile): number {
+  const head = file.tensors.get("output.weight") ?? file.tensors.get("token_embd.weight");
+  return (head?.sizeBytes ?? 0) + (file.tensors.get("output_norm.weight")?.sizeBytes ?? 0);
+}
+
 /** Exactly the tensors the shard needs: embeddings on stage 0, norm and head on the last stage. */
 export function shardTensors(file: GgufFile, arch: ModelArch, range: ShardRange): NativeTensorDesc[] {
   checkShardRange(arch, range);

@@ -238,7 +238,7 @@ export class Master {
   /** Places a model again after the node holding part of it left, on whatever nodes remain. */
   private replace(lost: Instance): IndexedEvent[] {
     if (lost.sizeBytes === undefined) return [];
-    const model = { modelId: lost.modelId, layerCount: lost.layerCount, sizeBytes: lost.sizeBytes };
+    const model = { modelId: lost.modelId, layerCount: lost.layerCount, sizeBytes: lost.sizeBytes, ...(lost.headBytes === undefined ? {} : { headBytes: lost.headBytes }) };
     const result = placeInstance(this.current, model, 1, this.newRunnerId, this.newInstanceId);
     if (!result.ok) {
       this.options.logger.warn({ modelId: lost.modelId }, `instance ${lost.instanceId} lost a node and cannot be placed again: ${result.reason}`);

@@ -4,7 +4,10 @@
 // it claim (model size × the share of layers its shards hold): an instance still loading has not
 // shown up in the node's report yet, and placing two models into the same free gigabytes would fail
 // at load time. Layers are split in proportion to free memory, every node holds ≥ 1 layer, and no
-// node is given more layers than fit. The fewest nodes (≥ minNodes) that fit win: every pipeline
+// node is given more layers than fit. The output head (ModelPlacementInfo.headBytes: on a small
+// model as large as a dozen layers) sits on the last stage only, so that stage takes fewer layers:
+// its memory is counted right, and since decode time follows the bytes read, the stages also take
+// about equally long per token — the slowest stage sets a pipeline's pace. The fewest nodes (≥ minNodes) that fit win: every pipeline
 // stage adds a network hop per token. The chosen nodes are chained in the order whose links are
 // fastest (measured latency of the topology edges), since every token crosses each hop.
 import { assert } from "../shared/assert.ts";
@@ -56,6 +59,7 @@ export function placeInstance(
         sharding: "pipeline",
         layerCount: model.layerCount,
         sizeBytes: model.sizeBytes,
+        ...(model.headBytes === undefined ? {} : { headBytes: model.headBytes }),
         shards: plan.shards.map((s) => ({ runnerId: newRunnerId(), nodeId: s.nodeId, layerStart: s.layerStart, layerEnd: s.layerEnd })),
       };
       return { ok: true, instance };
@@ -80,13 +84,19 @@ export function previewPlacements(state: State, model: ModelPlacementInfo): Plac
 export function claimedBytesByNode(state: State): Map<NodeId, number> {
   const claimed = new Map<NodeId, number>();
   for (const instance of Object.values(state.instances)) {
-    const sizeBytes = instance.sizeBytes ?? 0;
-    for (const shard of instance.shards) {
-      const shardBytes = (sizeBytes * (shard.layerEnd - shard.layerStart)) / instance.layerCount;
+    const { layerBytes, headBytes } = modelBytes({ sizeBytes: instance.sizeBytes ?? 0, layerCount: instance.layerCount, headBytes: instance.headBytes });
+    instance.shards.forEach((shard, i) => {
+      const shardBytes = (shard.layerEnd - shard.layerStart) * layerBytes + (i === instance.shards.length - 1 ? headBytes : 0);
       claimed.set(shard.nodeId, (claimed.get(shard.nodeId) ?? 0) + shardBytes);
-    }
+    });
   }
   return claimed;
+}
+
+/** Bytes of one layer and of the head (held by the last stage only); an unknown head is spread over the layers. */
+function modelBytes(model: { readonly sizeBytes: number; readonly layerCount: number; readonly headBytes?: number | undefined }): { layerBytes: number; headBytes: number } {
+  const headBytes = Math.min(model.headBytes ?? 0, model.sizeBytes);
+  return { layerBytes: (model.sizeBytes - headBytes) / model.layerCount, headBytes };
 }
 
 /** Nodes by free memory, most first (ties by id, so the result is deterministic). */
@@ -108,30 +118,38 @@ function planOnNodes(model: ModelPlacementInfo, capacities: readonly NodeCapacit
   }
   if (capacities.length < nodeCount) return { ok: false, reason: `the cluster has ${capacities.length} node(s), not ${nodeCount}` };
   const chosen = chainByLatency(capacities.slice(0, nodeCount), edges);
-  const layerBytes = model.sizeBytes / layerCount;
-  // Most layers each node can hold; with a zero-size model, all of them.
-  const layerCapacities = chosen.map((c) => (layerBytes === 0 ? layerCount : Math.min(layerCount, Math.floor(c.freeBytes / layerBytes))));
-  const tooSmall = chosen.filter((_, i) => layerCapacities[i]! < 1);
+  const { layerBytes, headBytes } = modelBytes(model);
+  const lastIndex = chosen.length - 1;
+  const headOn = (i: number): number => (i === lastIndex ? headBytes : 0);
+  // Most layers each node can hold (the last one after the head); with zero-size layers, all of them.
+  const layerCapacities = chosen.map((c, i) => {
+    const roomBytes = c.freeBytes - headOn(i);
+    if (roomBytes < 0) return 0;
+    return layerBytes === 0 ? layerCount : Math.min(layerCount, Math.floor(roomBytes / layerBytes));
+  });
+  const tooSmall = chosen.flatMap((c, i) => (layerCapacities[i]! < 1 ? [{ c, i }] : []));
   if (tooSmall.length > 0) {
-    const names = tooSmall.map((c) => `${c.nodeId} has ${formatBytes(c.freeBytes)} free`).join(", ");
+    const names = tooSmall.map(({ c, i }) => `${c.nodeId} has ${formatBytes(c.freeBytes)} free${headOn(i) > 0 ? ` and, as the last stage, holds the output head (${formatBytes(headOn(i))})` : ""}`).join(", ");
     return { ok: false, reason: `one layer of ${model.modelId} needs ${formatBytes(layerBytes)}; ${names}` };
   }
   const layerCapacityTotal = layerCapacities.reduce((a, b) => a + b, 0);
+  const freeTotal = chosen.reduce((a, c) => a + c.freeBytes, 0);
   if (layerCapacityTotal < layerCount) {
-    const freeTotal = chosen.reduce((a, c) => a + c.freeBytes, 0);
     const perNode = chosen.map((c) => `${c.nodeId}: ${formatBytes(c.freeBytes)}`).join(", ");
     return {
       ok: false,
       reason:
-        `${model.modelId} needs ${formatBytes(model.sizeBytes)} (${layerCount} layers of ${formatBytes(layerBytes)}); ` +
+        `${model.modelId} needs ${formatBytes(model.sizeBytes)} (${layerCount} layers of ${formatBytes(layerBytes)}${headBytes > 0 ? ` and an output head of ${formatBytes(headBytes)}` : ""}); ` +
         `${nodeCount} node(s) have ${formatBytes(freeTotal)} free (${perNode}), room for ${layerCapacityTotal} layer(s)`,
     };
   }
-  const layersPerNode = splitLayers(layerCount, chosen.map((c) => c.freeBytes), layerCapacities);
+  // Each node's share of the whole model follows its free memory; the last one's share includes the head.
+  const layerWeights = chosen.map((c, i) => (freeTotal === 0 ? 1 : Math.max(0, (model.sizeBytes * c.freeBytes) / freeTotal - headOn(i))));
+  const layersPerNode = splitLayers(layerCount, layerWeights, layerCapacities);
   let layerStart = 0;
   const shards = chosen.map((c, i) => {
     const layers = layersPerNode[i]!;
-    const shard = { nodeId: c.nodeId, layerStart, layerEnd: layerStart + layers, sizeBytes: layers * layerBytes };
+    const shard = { nodeId: c.nodeId, layerStart, layerEnd: layerStart + layers, sizeBytes: layers * layerBytes + headOn(i) };
     layerStart += layers;
     return shard;
   });

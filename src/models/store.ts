@@ -14,6 +14,7 @@ import { mkdir, open, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { getInteger, getString, hasKey, readGguf } from "../engine/gguf/reader.ts";
+import { headBytesOf } from "../engine/model.ts";
 import type { ModelId } from "../shared/ids.ts";
 import type { UserModelCard } from "./card-file.ts";
 import type { CatalogEntry } from "./catalog.ts";
@@ -89,6 +90,8 @@ export interface GgufCardInfo {
   readonly layerCount: number;
   readonly contextLength: number;
   readonly name: string | null;
+  /** See ModelCard.headBytes. */
+  readonly headBytes: number;
 }
 
 /** Layer count, context length and architecture from a local GGUF's metadata (header only). */
@@ -100,6 +103,7 @@ export function readGgufCardInfo(file: string): GgufCardInfo {
     layerCount: getInteger(gguf, `${architecture}.block_count`),
     contextLength: getInteger(gguf, `${architecture}.context_length`, 2048),
     name: hasKey(gguf, "general.name") ? getString(gguf, "general.name") : null,
+    headBytes: headBytesOf(gguf),
   };
 }
 
@@ -113,6 +117,7 @@ export function bundledModelCard(root: string = packageRoot()): ModelCard | null
     name: info.name ?? "skein default (bundled)",
     layerCount: info.layerCount,
     sizeBytes: statSync(file).size,
+    headBytes: info.headBytes,
     contextLength: info.contextLength,
     path: file,
     engineModule: null,
@@ -433,6 +438,7 @@ export class LocalModelRegistry implements ModelRegistry {
       name: source.name,
       layerCount: info?.layerCount ?? source.layerCount,
       sizeBytes: state.sizeBytes ?? 0,
+      ...(info === null ? {} : { headBytes: info.headBytes }),
       contextLength: info?.contextLength ?? source.contextLength,
       path: filePath,
       engineModule: source.engineModule,
@@ -462,7 +468,10 @@ export class LocalModelRegistry implements ModelRegistry {
   private servableUserCard(user: UserModelCard): ModelCard | null {
     const { card } = user;
     if (card.engineModule !== null) return card;
-    if (card.path !== null && existsSync(card.path)) return card;
+    if (card.path !== null && existsSync(card.path)) {
+      const info = this.ggufInfoOf(card.path);
+      return info === null ? card : { ...card, headBytes: info.headBytes };
+    }
     const source = downloadableOfUser(user);
     return source === null ? null : this.downloadedCard(source);
   }

@@ -156,8 +156,10 @@ export const InstanceSchema = z.object({
   modelId: ModelIdSchema,
   sharding: ShardingSchema,
   layerCount: z.number().int().min(1),
-  /** The model's size when placed: placement counts size × layer share as claimed on each shard's node. */
+  /** The model's size when placed: placement counts each shard's share (see placement.ts) as claimed on its node. */
   sizeBytes: z.number().min(0).optional(),
+  /** Of sizeBytes, what only the last shard holds (output head); absent: 0. */
+  headBytes: z.number().min(0).optional(),
   /** The PlaceInstance that created it, so the API that asked can tell its instance from others. */
   placedByCommandId: CommandIdSchema.optional(),
   /** Ordered by layerStart; together they cover [0, layerCount) without gaps. */
@@ -306,6 +308,8 @@ export const ModelPlacementInfoSchema = z.object({
   modelId: ModelIdSchema,
   layerCount: z.number().int().min(1),
   sizeBytes: z.number().min(0),
+  /** Of sizeBytes, what only the last stage holds (ModelCard.headBytes); absent: spread over the layers. */
+  headBytes: z.number().min(0).optional(),
 });
 export type ModelPlacementInfo = z.infer<typeof ModelPlacementInfoSchema>;
 

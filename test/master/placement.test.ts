@@ -256,3 +256,40 @@ test("stages are chained over the fastest links; without measurements the free-m
   assert.equal(layersOf("a")[2] - layersOf("a")[1], 15);
   assert.equal(layersOf("c")[2] - layersOf("c")[1], 5);
 });
+
+test("the output head sits on the last stage: it takes fewer layers, and its memory counts the head", () => {
+  // A Qwen2.5-0.5B-like Q4_0 file: 24 layers of 8.4 MB and a 145 MB tied head (token_embd, Q8_0).
+  const MB = 1e6;
+  const withHead: ModelPlacementInfo = { modelId: "qwen" as ModelId, layerCount: 24, sizeBytes: 24 * 8.4 * MB + 145 * MB, headBytes: 145 * MB };
+  const twoEqual = stateWith([node("a", 8), node("b", 8)]);
+  const placed = place(twoEqual, withHead, 2);
+  assert.ok(Array.isArray(placed), String(placed));
+  const [first, last] = placed;
+  // Equal halves of 346.6 MB: 173 MB each, so the last stage holds the head and only about 3 layers.
+  assert.deepEqual(first, ["a", 0, 21]);
+  assert.deepEqual(last, ["b", 21, 24]);
+  // Without a known head the layers split evenly, as before.
+  const { headBytes: _unknown, ...noHead } = withHead;
+  assert.deepEqual(place(twoEqual, noHead, 2), [["a", 0, 12], ["b", 12, 24]]);
+  // The claim on each node follows the same split: the head is counted on the last stage's node.
+  const ids = idMinters();
+  const result = placeInstance(twoEqual, withHead, 2, ids.runner, ids.instance);
+  assert.ok(result.ok);
+  const previews = previewPlacements(stateWith([node("a", 8), node("b", 8)], [result.instance]), withHead);
+  const two = previews.find((p) => p.nodeCount === 2);
+  assert.ok(two?.ok);
+  assert.ok(Math.abs(two.shards.reduce((a, s) => a + s.sizeBytes, 0) - withHead.sizeBytes) < 1, "shards add up to the model");
+  assert.ok(Math.abs(two.shards[1]!.sizeBytes - (3 * 8.4 * MB + 145 * MB)) < 1, "the last shard's bytes include the head");
+});
+
+test("a last node too small for the head plus one layer is refused with the head named", () => {
+  const MB = 1e6;
+  const m: ModelPlacementInfo = { modelId: "big-head" as ModelId, layerCount: 4, sizeBytes: 4 * 100 * MB + 900 * MB, headBytes: 900 * MB };
+  const s = stateWith([
+    { ...node("a", 0), memoryAvailableBytes: 2000 * MB },
+    { ...node("b", 0), memoryAvailableBytes: 950 * MB },
+  ]);
+  const reason = place(s, m, 2);
+  assert.equal(typeof reason, "string");
+  assert.match(String(reason), /output head/);
+});

@@ -13,7 +13,10 @@ import { CatalogEntrySchema } from "../../src/models/catalog.ts";
 import { DownloadError } from "../../src/models/download.ts";
 import type { ModelCard } from "../../src/models/model-card.ts";
 import type { LocalModelRegistryOptions } from "../../src/models/store.ts";
-import { BUNDLED_MODEL_FILE, BUNDLED_MODEL_ID, LocalModelRegistry, bundledModelCard, packageRoot } from "../../src/models/store.ts";
+import { BUNDLED_MODEL_FILE, BUNDLED_MODEL_ID, LocalModelRegistry, bundledModelCard, packageRoot, readGgufCardInfo } from "../../src/models/store.ts";
+import { GgmlType } from "../../src/engine/gguf/ggml-types.ts";
+import { readGguf } from "../../src/engine/gguf/reader.ts";
+import { writeModelFixture } from "../support/gguf-model-fixture.ts";
 import type { ModelId } from "../../src/shared/ids.ts";
 import { FakeHub } from "../support/fake-hub.ts";
 
@@ -329,5 +332,23 @@ test("HF_TOKEN from the environment opens a gated model", async () => {
   } finally {
     await hub.close();
     rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test("a GGUF's card info counts the head only the last stage holds: the tied embedding, or output.weight", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "skein-head-"));
+  try {
+    const spec = { arch: "llama", vocab: "tiny", nLayer: 4, nEmbd: 64, nHead: 4, nHeadKv: 2, nFf: 128, contextLength: 256, tensorType: GgmlType.Q8_0, seed: 3 } as const;
+    const tied = path.join(dir, "tied.gguf");
+    const untied = path.join(dir, "untied.gguf");
+    writeModelFixture(tied, { ...spec, tiedOutput: true });
+    writeModelFixture(untied, { ...spec, tiedOutput: false });
+    for (const [file, headName] of [[tied, "token_embd.weight"], [untied, "output.weight"]] as const) {
+      const gguf = readGguf(file);
+      const expected = gguf.tensors.get(headName)!.sizeBytes + gguf.tensors.get("output_norm.weight")!.sizeBytes;
+      assert.equal(readGgufCardInfo(file).headBytes, expected, file);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -2,9 +2,11 @@
 // Workers with distinct node ids, each with its own Replica fed by the master's publish, each
 // spawning real runner child processes that load GGUF shards. Commands go straight to the master
 // (no HTTP), so tests and the cluster benchmark can drive pipelines and watch State and events.
+import { statSync } from "node:fs";
 import { Master } from "../../src/master/master.ts";
 import type { ModelCard } from "../../src/models/model-card.ts";
-import { staticModelRegistry } from "../../src/models/model-card.ts";
+import { placementInfoOfCard, staticModelRegistry } from "../../src/models/model-card.ts";
+import { readGgufCardInfo } from "../../src/models/store.ts";
 import { Replica } from "../../src/node/replica.ts";
 import type { RunnerReport, SpawnRunner } from "../../src/runner/runner-handle.ts";
 import type { SupervisedRunner } from "../../src/runner/supervisor.ts";
@@ -24,12 +26,14 @@ import { Worker } from "../../src/worker/worker.ts";
 
 export const GGUF_ENGINE_MODULE = new URL("../../src/engine/gguf-engine.ts", import.meta.url).href;
 
+/** A card for a GGUF file, with its size and head as the node's model registry would read them. */
 export function ggufCard(modelId: string, modelPath: string, layerCount: number): ModelCard {
   return {
     modelId: modelId as ModelId,
     name: `GGUF fixture (${modelId})`,
     layerCount,
-    sizeBytes: 1024 * 1024,
+    sizeBytes: statSync(modelPath).size,
+    headBytes: readGgufCardInfo(modelPath).headBytes,
     contextLength: 512,
     path: modelPath,
     engineModule: null,
@@ -169,7 +173,7 @@ export class PipelineCluster {
     this.master.handleCommand({
       type: "PlaceInstance",
       commandId,
-      model: { modelId: card.modelId, layerCount: card.layerCount, sizeBytes: card.sizeBytes },
+      model: placementInfoOfCard(card),
       minNodes,
       sharding: "pipeline",
     });
