@@ -5,7 +5,10 @@
 import { EngineInputError, StageFailedError } from "../engine/engine.ts";
 import type { Engine, SampledToken, Sequence } from "../engine/engine.ts";
 import type { TaskId } from "../shared/ids.ts";
-import { GENERATION_TOKENS_MAX, PREFILL_CHUNK_TOKENS } from "../shared/limits.ts";
+import { performance } from "node:perf_hooks";
+import { GENERATION_TOKENS_MAX } from "../shared/limits.ts";
+import type { PrefillChunkTiming } from "./prefill-chunks.ts";
+import { nextPrefillChunkTokens } from "./prefill-chunks.ts";
 import type { Chunk, FailureCode, FinishReason, GenerationParams } from "../shared/types.ts";
 import { StopStringFilter } from "./stop-strings.ts";
 
@@ -27,6 +30,8 @@ export interface GenerateOptions {
    * what they cost; a task run this way cannot be cancelled.
    */
   readonly cancelChecks: boolean;
+  /** Milliseconds from an arbitrary origin, for sizing prefill chunks; default performance.now (tests pass a fake clock). */
+  readonly nowMs?: () => number;
 }
 
 export const DEFAULT_GENERATE_OPTIONS: GenerateOptions = { cancelChecks: true };
@@ -96,11 +101,16 @@ async function runGeneration(
   const sequence = engine.openSequence(task.params, promptTokenIds.length);
   progress.sequence = sequence;
 
-  for (let start = 0; start < promptTokenIds.length; start += PREFILL_CHUNK_TOKENS) {
+  const nowMs = options.nowMs ?? (() => performance.now());
+  let lastChunk: PrefillChunkTiming | null = null;
+  for (let start = 0; start < promptTokenIds.length; ) {
     if (await shouldStop()) return cancelled(progress);
-    const end = Math.min(start + PREFILL_CHUNK_TOKENS, promptTokenIds.length);
+    const end = Math.min(start + nextPrefillChunkTokens(lastChunk), promptTokenIds.length);
+    const startedAtMs = nowMs();
     await sequence.prefill(promptTokenIds.slice(start, end));
+    lastChunk = { tokens: end - start, elapsedMs: nowMs() - startedAtMs };
     hooks.onPrefillProgress(end, promptTokenIds.length);
+    start = end;
   }
   if (await shouldStop()) return cancelled(progress);
 

@@ -4,8 +4,21 @@
 export const TASKS_PENDING_PER_INSTANCE_MAX = 64;
 /** Tasks alive in State at once (all instances); protects every map that is keyed by task. */
 export const TASKS_MAX = 1024;
-/** Tokens of a prompt processed per prefill call: cancel checks and progress happen between chunks. */
+/**
+ * Most tokens of a prompt processed per prefill call: cancel checks and progress happen between
+ * chunks. The runner sizes each chunk to take about PREFILL_CHUNK_TARGET_MS (prefill-chunks.ts).
+ */
 export const PREFILL_CHUNK_TOKENS = 256;
+/** The first chunk, before the runner has measured how fast this model prefills on this machine. */
+export const PREFILL_FIRST_CHUNK_TOKENS = 64;
+/** Fewest tokens per chunk, however slow the machine: below this, per-call overhead dominates. */
+export const PREFILL_CHUNK_TOKENS_MIN = 8;
+/**
+ * How long one prefill call should take at most. The engine computes synchronously, so the runner's
+ * event loop — its heartbeats, a cancel, a pipeline stage's link — waits for the call; a call past
+ * RUNNER_HEARTBEAT_TIMEOUT_MS (a large model on a slow CPU) would look like a hung runner.
+ */
+export const PREFILL_CHUNK_TARGET_MS = 2_000;
 /** Out-of-order events a replica holds while waiting for a gap to fill before asking for the log. */
 export const EVENT_REORDER_MAX = 1024;
 /** Events returned by one RequestEventLog / GET /events page. */

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { generate } from "../../src/runner/generate.ts";
 import type { GenerateOptions, GenerationHooks, GenerationOutcome } from "../../src/runner/generate.ts";
-import { PREFILL_CHUNK_TOKENS } from "../../src/shared/limits.ts";
+import { PREFILL_CHUNK_TARGET_MS, PREFILL_CHUNK_TOKENS, PREFILL_FIRST_CHUNK_TOKENS } from "../../src/shared/limits.ts";
 import type { Chunk, GenerationParams } from "../../src/shared/types.ts";
 import { FAKE_ENGINE_DEFAULT_TEXT, FAKE_ENGINE_UTF8_TEXT, FakeEngine, fakeShardSpec } from "../support/fake-engine.ts";
 import type { FakeEngineOptions } from "../support/fake-engine.ts";
@@ -79,15 +79,29 @@ test("counts prompt tokens", async () => {
   assert.deepEqual(r.progress, [{ processedTokens: 37, totalTokens: 37 }]);
 });
 
-test("prefills in chunks of PREFILL_CHUNK_TOKENS and reports progress after each", async () => {
-  const promptTokens = 2 * PREFILL_CHUNK_TOKENS + 88;
-  const r = await run({ params: { messages: promptOfTokens(promptTokens), maxTokens: 1 } });
-  assert.deepEqual(r.engine.stats.prefillChunkSizes, [PREFILL_CHUNK_TOKENS, PREFILL_CHUNK_TOKENS, 88]);
+/** A fake clock on which every prefill call takes `msPerCall` (it is read once before and once after each). */
+function clockTakingPerCall(msPerCall: number): () => number {
+  let reads = 0;
+  return () => Math.floor(reads++ / 2) * msPerCall + (reads % 2 === 0 ? msPerCall : 0);
+}
+
+test("prefills a first chunk, then chunks of PREFILL_CHUNK_TOKENS on a fast machine, and reports progress after each", async () => {
+  const promptTokens = PREFILL_FIRST_CHUNK_TOKENS + 2 * PREFILL_CHUNK_TOKENS + 88;
+  const r = await run({ params: { messages: promptOfTokens(promptTokens), maxTokens: 1 }, options: { cancelChecks: true, nowMs: clockTakingPerCall(10) } });
+  assert.deepEqual(r.engine.stats.prefillChunkSizes, [PREFILL_FIRST_CHUNK_TOKENS, PREFILL_CHUNK_TOKENS, PREFILL_CHUNK_TOKENS, 88]);
   assert.deepEqual(
     r.progress.map((p) => p.processedTokens),
-    [PREFILL_CHUNK_TOKENS, 2 * PREFILL_CHUNK_TOKENS, promptTokens],
+    [PREFILL_FIRST_CHUNK_TOKENS, PREFILL_FIRST_CHUNK_TOKENS + PREFILL_CHUNK_TOKENS, PREFILL_FIRST_CHUNK_TOKENS + 2 * PREFILL_CHUNK_TOKENS, promptTokens],
   );
   assert.ok(r.progress.every((p) => p.totalTokens === promptTokens));
+});
+
+test("on a machine too slow for large chunks, each prefill call is sized to take about PREFILL_CHUNK_TARGET_MS", async () => {
+  // Every call takes twice the target: each chunk halves, down to the floor.
+  const r = await run({ params: { messages: promptOfTokens(200), maxTokens: 1 }, options: { cancelChecks: true, nowMs: clockTakingPerCall(2 * PREFILL_CHUNK_TARGET_MS) } });
+  assert.deepEqual(r.engine.stats.prefillChunkSizes.slice(0, 5), [64, 32, 16, 8, 8]);
+  assert.equal(r.engine.stats.prefillChunkSizes.reduce((a, b) => a + b, 0), 200);
+  assert.equal(r.outcome.status, "Complete");
 });
 
 test("a stop string spanning two tokens is not emitted, nor anything after it", async () => {
@@ -164,7 +178,7 @@ test("cancel during prefill stops before the next prefill chunk", async () => {
     cancelWhen: ({ prefillChunks }) => prefillChunks >= 1,
   });
   assert.equal(r.outcome.status, "Cancelled");
-  assert.deepEqual(r.engine.stats.prefillChunkSizes, [PREFILL_CHUNK_TOKENS]);
+  assert.deepEqual(r.engine.stats.prefillChunkSizes, [PREFILL_FIRST_CHUNK_TOKENS]);
   assert.equal(r.outcome.promptTokens, promptTokens);
   assert.equal(r.outcome.tokensGenerated, 0);
   assert.equal(r.engine.stats.decodeCalls, 0);
