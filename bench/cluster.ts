@@ -2,7 +2,7 @@
 // (Qwen2.5-0.5B shape, Q4_0, from bench/engine-model.ts's cache) on one stage with 2 threads vs split
 // over 2 (and 3) stages with 1 thread each — the same threads in total — in interleaved rounds,
 // medians. Two loads: one request at a time (a single stream crosses the stages one after the other,
-// so only one stage computes at a time), and `--streams` concurrent requests (default 3), which a
+// so only one stage computes at a time), and `--streams` concurrent requests (default 4, what a 3-stage pipeline interleaves), which a
 // pipeline interleaves so that every stage computes at once; a single node serves them in turn.
 // The "nodes" are in-process workers of one master (test/support/pipeline-cluster.ts), each
 // spawning real runner processes linked by real TCP stage links on loopback.
@@ -39,7 +39,7 @@ function parseOptions(args: readonly string[]): Options {
     if (!Number.isInteger(n) || n < 1) throw new Error(`${name} needs a positive integer`);
     return n;
   };
-  return { rounds: value("--rounds", 5), tokens: value("--tokens", 64), cancels: value("--cancels", 20), streams: value("--streams", 3) };
+  return { rounds: value("--rounds", 5), tokens: value("--tokens", 64), cancels: value("--cancels", 20), streams: value("--streams", 4) };
 }
 
 const median = (values: readonly number[]): number => {

@@ -87,7 +87,7 @@ function endFromTask(task: Task, tokensStreamed: number, endedBy: TaskEndedBy): 
 /**
  * Where a Pending task waits: 1 + the Pending tasks of its instance created before it (the worker
  * starts them oldest first), or null when it does not wait: its instance has a free task slot for it
- * (runnerTaskSlots: one on a single node, one per stage on a pipeline), or it is not Pending.
+ * (runnerTaskSlots: one on a single node, one per stage plus one on a pipeline), or it is not Pending.
  */
 export function queuePositionOf(state: State, taskId: TaskId): number | null {
   const task = state.tasks[taskId];

@@ -302,7 +302,7 @@ function warmupRunners(state: State, local: LocalView): Action | null {
 
 /**
  * Rule 7: a first-stage runner with a free task slot takes the oldest Pending task of its instance.
- * One slot on a single node; a pipeline interleaves one task per stage (runnerTaskSlots).
+ * One slot on a single node; a pipeline interleaves one task per stage plus one (runnerTaskSlots).
  */
 function startTasks(state: State, local: LocalView): Action | null {
   for (const runner of liveRunners(local)) {

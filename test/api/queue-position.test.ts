@@ -41,12 +41,13 @@ test("a task behind a Running one created later (a restart reordered nothing) st
   assert.equal(queuePositionOf(s, "task-1" as TaskId), 1);
 });
 
-test("on a 2-stage pipeline a task waits only once two run (one per stage) or wait ahead of it", () => {
+test("on a 2-stage pipeline a task waits only once three run (one per stage plus one) or wait ahead of it", () => {
   const shard = (i: number) => ({ runnerId: `r${i}`, nodeId: `n${i}`, layerStart: i, layerEnd: i + 1 });
   const withPipeline = (s: State): State => ({ ...s, instances: { [A]: { instanceId: A, shards: [shard(0), shard(1)] } } as unknown as State["instances"] });
-  const oneRunning = withPipeline(stateOf([["task-1", A, "Running"], ["task-2", A, "Pending"], ["task-3", A, "Pending"]]));
+  const oneRunning = withPipeline(stateOf([["task-1", A, "Running"], ["task-2", A, "Pending"], ["task-3", A, "Pending"], ["task-4", A, "Pending"]]));
   assert.equal(queuePositionOf(oneRunning, "task-2" as TaskId), null, "a slot is free: it starts next to task-1");
-  assert.equal(queuePositionOf(oneRunning, "task-3" as TaskId), 2, "task-2 takes the free slot first");
-  const twoRunning = withPipeline(stateOf([["task-1", A, "Running"], ["task-2", A, "Running"], ["task-3", A, "Pending"]]));
-  assert.equal(queuePositionOf(twoRunning, "task-3" as TaskId), 1);
+  assert.equal(queuePositionOf(oneRunning, "task-3" as TaskId), null, "so is a second one");
+  assert.equal(queuePositionOf(oneRunning, "task-4" as TaskId), 3, "task-2 and task-3 take the free slots first");
+  const threeRunning = withPipeline(stateOf([["task-1", A, "Running"], ["task-2", A, "Running"], ["task-3", A, "Running"], ["task-4", A, "Pending"]]));
+  assert.equal(queuePositionOf(threeRunning, "task-4" as TaskId), 1);
 });

@@ -100,10 +100,12 @@ test("a pipeline's tasks start only while every stage is Ready", () => {
   assert.deepEqual(plan(state({ status: { kind: "Ready" }, stagePort: 4000 }, [pending]), local(pointed))?.type, "startTask");
 });
 
-test("stage 0 of a 2-stage pipeline interleaves two tasks, never a third; a single node runs one", () => {
+test("stage 0 of a 2-stage pipeline interleaves three tasks (one per stage plus one), never a fourth; a single node runs one", () => {
   const T1 = "t1" as TaskId;
   const T0 = "t0" as TaskId;
+  const TX = "tx" as TaskId;
   const second = { ...pending, taskId: "t2" as TaskId, commandId: "c2" as CommandId };
+  const runningTX = { ...pending, taskId: TX, commandId: "cx" as CommandId, status: "Running" as const, heldByRunner: true };
   const remoteReady = { status: { kind: "Ready" } as RunnerStatus, stagePort: 4000 };
   const pointed = { downstreamSentKey: downstreamKey(target) };
   const runningT0 = { ...pending, taskId: T0, status: "Running" as const, heldByRunner: true };
@@ -111,10 +113,11 @@ test("stage 0 of a 2-stage pipeline interleaves two tasks, never a third; a sing
   const oneInFlight = plan(state(remoteReady, [runningT0, pending, second]), local(runner({ ...busyWith([T0]), ...pointed })));
   assert.ok(oneInFlight?.type === "startTask");
   assert.equal(oneInFlight.task.taskId, T1);
-  // Two in flight: the rest wait.
-  assert.equal(plan(state(remoteReady, [runningT0, { ...pending, status: "Running", heldByRunner: true }, second]), local(runner({ ...busyWith([T0, T1]), ...pointed }))), null);
+  // Three in flight: the rest wait.
+  assert.equal(plan(state(remoteReady, [runningT0, runningTX, { ...pending, status: "Running", heldByRunner: true }, second]), local(runner({ ...busyWith([T0, TX, T1]), ...pointed }))), null);
   // Handed but not yet reported Running counts too.
-  assert.equal(plan(state(remoteReady, [runningT0, pending, second]), local(runner({ ...pointed, status: { kind: "Running", taskIds: [T0] }, tasks: { [T0]: localTask(T0), [T1]: localTask(T1, { runningReported: false }) } }))), null);
+  const handed = { [T0]: localTask(T0), [TX]: localTask(TX), [T1]: localTask(T1, { runningReported: false }) };
+  assert.equal(plan(state(remoteReady, [runningT0, runningTX, pending, second]), local(runner({ ...pointed, status: { kind: "Running", taskIds: [T0, TX] }, tasks: handed }))), null);
   // The runner's last status names a task it has since ended: wait for its next report (it may say Failed).
   assert.equal(plan(state(remoteReady, [pending]), local(runner({ ...pointed, status: { kind: "Running", taskIds: [T0] }, tasks: {} }))), null);
   // A single-node instance runs one task at a time.
