@@ -8,8 +8,10 @@
 //
 // Prints one JSON line: {decode_tok_s, decode_ctx1024_tok_s, prefill_tok_s, rss_mb}.
 import { pathToFileURL } from "node:url";
-import type { LocalSequence, SamplingParams } from "./engine.ts";
+import type { LocalSequence } from "./engine.ts";
 import { createEngine } from "./gguf-engine.ts";
+// Greedy, no penalties, no logprobs: the sampler's cheapest path, as llama-bench samples nothing.
+import { GREEDY_SAMPLER_PARAMS } from "./sampler.ts";
 
 /** The bench's fixed workload (llama-bench's -n 64, -p 512, -d 1024). */
 export const PROBE_DECODE_TOKENS = 64;
@@ -45,19 +47,6 @@ export function probePromptTokens(count: number, seed: number): number[] {
   return out;
 }
 
-/** Greedy, no penalties, no logprobs: the sampler's cheapest path, as llama-bench samples nothing. */
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topK: 0,
-  topP: 1,
-  minP: 0,
-  repetitionPenalty: 1,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  seed: 0,
-  logprobs: false,
-  topLogprobs: 0,
-};
 
 /** Greedy decode of `count` tokens after `first`; returns tokens per second. */
 function decode(sequence: LocalSequence, first: number, count: number): number {
@@ -93,7 +82,7 @@ export async function runProbe(options: ProbeOptions): Promise<ProbeMeasurement>
   try {
     // Each phase is a fresh sequence from position 0, as llama-bench clears its context.
     const withSequence = <T>(promptTokenCount: number, run: (sequence: LocalSequence) => T): T => {
-      const sequence = engine.openSequence(GREEDY, promptTokenCount);
+      const sequence = engine.openSequence(GREEDY_SAMPLER_PARAMS, promptTokenCount);
       try {
         return run(sequence);
       } finally {
