@@ -13,7 +13,7 @@ import type { NodeId } from "../../src/shared/ids.ts";
 import { silentLogger } from "../../src/shared/logger.ts";
 import { findTaskByCommandId } from "../../src/shared/state.ts";
 import type { Instance } from "../../src/shared/types.ts";
-import { writeModelFixture } from "../support/gguf-model-fixture.ts";
+import { seededRandom, writeModelFixture } from "../support/gguf-model-fixture.ts";
 import { testGenerationParams } from "../support/generation-params.ts";
 import { ggufCard, PipelineCluster } from "../support/pipeline-cluster.ts";
 
@@ -244,6 +244,36 @@ test("cancelling one of two interleaved tasks leaves the other's answer intact",
   assert.equal(kept.task.status, "Complete", kept.task.failureReason ?? "");
   assert.equal(kept.text, reference.text);
   await cluster.waitForCondition(stagesIdle(split2), "both stages Ready with no KV slot");
+});
+
+test("a storm of cancels on interleaved tasks (before start, in prefill, in decode, twice, after the end) leaves no task or KV slot behind", async () => {
+  const seed = Number(process.env.SKEIN_SEED ?? Date.now() % 100_000);
+  const random = seededRandom(seed);
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const prompts = ["Keep talking.", "x", "Count to ten.", "A".repeat(700)];
+  const reference = await cluster.submit("whole", greedy("Tell me a story about a fox.", 12)).result;
+  const storm = Array.from({ length: 40 }, async (_, i) => {
+    const { commandId, result } = cluster.submit("split3", greedy(prompts[i % prompts.length]!, 4 + Math.floor(random() * 40)));
+    const cancelAfterMs = random() < 0.6 ? Math.floor(random() * 400) : null;
+    const twice = random() < 0.3;
+    if (cancelAfterMs !== null) {
+      await sleep(cancelAfterMs);
+      cluster.cancel(commandId);
+      if (twice) cluster.cancel(commandId);
+    }
+    const { task } = await result;
+    cluster.cancel(commandId); // after the end: a no-op
+    return task;
+  });
+  const tasks = await Promise.all(storm);
+  const statuses = tasks.map((t) => t.status);
+  assert.ok(statuses.every((s) => s === "Complete" || s === "Cancelled"), `seed ${seed}: ${statuses.join(",")}`);
+  assert.ok(statuses.includes("Cancelled"), `seed ${seed}: some were cancelled`);
+  await cluster.waitFor((s) => Object.keys(s.tasks).length === 0, `seed ${seed}: every task released and deleted`);
+  await cluster.waitForCondition(stagesIdle(split3), `seed ${seed}: every stage Ready with no KV slot`);
+  const after = await cluster.submit("split3", greedy("Tell me a story about a fox.", 12)).result;
+  assert.equal(after.task.status, "Complete");
+  assert.equal(after.text, reference.text, `seed ${seed}: the next request is unaffected`);
 });
 
 test("32 concurrent requests on a 2-stage pipeline all complete", async () => {

@@ -308,7 +308,7 @@ export function fixtureVocabulary(vocab: FixtureVocab): FixtureVocabulary {
 // ---- Weights
 
 /** mulberry32: small, fast, seeded. */
-function seededRandom(seed: number): () => number {
+export function seededRandom(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;
