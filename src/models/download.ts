@@ -336,7 +336,7 @@ class DownloadJob {
     }
     if (response.body === null) throw new RetryableError("empty response body");
     try {
-      for await (const piece of response.body as AsyncIterable<Uint8Array>) {
+      for await (const piece of bodyPieces(response.body, this.signal)) {
         const writable = Math.min(piece.byteLength, chunk.end - chunk.next);
         if (writable <= 0) break;
         await handle.write(piece, 0, writable, chunk.next);
@@ -584,6 +584,41 @@ function retryAfterMs(response: Response): number | null {
   if (raw === null) return null;
   const seconds = Number(raw);
   return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : null;
+}
+
+/**
+ * A response body, piece by piece, until the signal aborts. fetch's body stream can leave a read
+ * pending forever when the request is aborted mid-body; the download would then never finish (and
+ * its file handle would only be closed by the garbage collector), so the wait races the abort.
+ */
+async function* bodyPieces(body: ReadableStream<Uint8Array>, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  const reader = body.getReader();
+  let onAbort = (): void => undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(abortReason(signal));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  aborted.catch(() => undefined); // observed through the race below; never unhandled
+  try {
+    for (;;) {
+      const read = await Promise.race([reader.read(), aborted]);
+      if (read.done) return;
+      yield read.value;
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    // Not awaited: after an abort the cancel may never settle either.
+    reader.cancel().catch(() => undefined);
+  }
+}
+
+function abortReason(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error) return reason;
+  const error = new Error("the download was aborted");
+  error.name = "AbortError";
+  return error;
 }
 
 function isAbortError(error: unknown): boolean {
