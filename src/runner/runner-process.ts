@@ -8,7 +8,7 @@ import type { Engine, EngineModule, EngineShardSpec } from "../engine/engine.ts"
 import { assertNever } from "../shared/assert.ts";
 import type { TaskId } from "../shared/ids.ts";
 import type { GenerationParams, RunnerStatus } from "../shared/types.ts";
-import { forwardingLogger, RunnerPipeline } from "../pipeline/runner-pipeline.ts";
+import type { RunnerPipeline } from "../pipeline/runner-pipeline.ts";
 import type { StageEndpoint, StageRole } from "../pipeline/stage-endpoint.ts";
 import { runnerTaskSlots } from "../shared/task-slots.ts";
 import { errorMessage, generate } from "./generate.ts";
@@ -106,6 +106,8 @@ export class RunnerProcess {
     if (engine.openStageSequence === undefined) {
       throw new Error(`this engine cannot run pipeline stage ${stage.stageIndex + 1}/${stage.stageCount} (no openStageSequence)`);
     }
+    // Loaded only by pipeline stages: a single-node runner never pays for the stage links and pino.
+    const { forwardingLogger, RunnerPipeline } = await import("../pipeline/runner-pipeline.ts");
     const logger = forwardingLogger((level, message, fields) => this.log(level, message, { ...fields, stage: stage.stageIndex }));
     const pipeline = new RunnerPipeline(stage, engine, logger, {
       listening: (port) => this.channel.send({ type: "stageListening", port }),
