@@ -180,6 +180,31 @@ test("SIGKILL of a later stage mid-generation fails every task in flight with th
   assert.ok(next.task.tokensGenerated > 0);
 });
 
+test("SIGKILL of the first stage with three interleaved tasks fails each of them; the later stage frees their slots and the restarted pipeline serves", async () => {
+  const victim = split2.shards[0]!;
+  const submitted = ["Keep talking.", "Keep going.", "Go on."].map((prompt) => cluster.submit("split2", greedy(prompt, 900)));
+  await cluster.waitFor(
+    (s) =>
+      submitted.every(({ commandId }) => {
+        const task = findTaskByCommandId(s, commandId);
+        return task !== undefined && taskEventsOf(task.taskId).some((e) => e.event.type === "ChunkGenerated");
+      }),
+    "generation under way for all three",
+  );
+  const oldPid = cluster.runners.get(victim.runnerId)!.pid!;
+  process.kill(oldPid, "SIGKILL");
+  for (const { result } of submitted) {
+    const { task } = await result;
+    assert.equal(task.status, "Failed");
+    assert.equal(task.failureCode, "runner_failed");
+    assert.match(task.failureReason ?? "", /runner failed/);
+  }
+  await cluster.waitFor((s) => cluster.runners.get(victim.runnerId)?.pid !== oldPid && s.runners[victim.runnerId]?.status.kind === "Ready", "the killed stage restarted", 60_000);
+  await cluster.waitForCondition(stagesIdle(split2), "both stages Ready with no KV slot");
+  const next = await cluster.submit("split2", greedy("Hello again.", 8)).result;
+  assert.equal(next.task.status, "Complete", next.task.failureReason ?? "");
+});
+
 test("a later stage that goes silent mid-generation (SIGSTOP) fails the task once the link's silence limit passes; resumed, it serves again", async () => {
   const victim = split2.shards[1]!;
   const pid = cluster.runners.get(victim.runnerId)!.pid!;
