@@ -117,8 +117,12 @@ function planOnNodes(model: ModelPlacementInfo, capacities: readonly NodeCapacit
     return { ok: false, reason: `${model.modelId} has ${layerCount} layer(s): it cannot be split over ${nodeCount} nodes` };
   }
   if (capacities.length < nodeCount) return { ok: false, reason: `the cluster has ${capacities.length} node(s), not ${nodeCount}` };
-  const chosen = chainByLatency(capacities.slice(0, nodeCount), edges);
   const { layerBytes, headBytes } = modelBytes(model);
+  let chosen = chainByLatency(capacities.slice(0, nodeCount), edges);
+  // The last stage also holds the head. If the chain's last node has no room for it and a layer, the
+  // same chain run backwards (the same links) may: its first node becomes the last.
+  const fitsHead = (c: NodeCapacity): boolean => c.freeBytes - headBytes >= layerBytes;
+  if (headBytes > 0 && chosen.length > 1 && !fitsHead(chosen[chosen.length - 1]!) && fitsHead(chosen[0]!)) chosen = [...chosen].reverse();
   const lastIndex = chosen.length - 1;
   const headOn = (i: number): number => (i === lastIndex ? headBytes : 0);
   // Most layers each node can hold (the last one after the head); with zero-size layers, all of them.

@@ -282,14 +282,13 @@ test("the output head sits on the last stage: it takes fewer layers, and its mem
   assert.ok(Math.abs(two.shards[1]!.sizeBytes - (3 * 8.4 * MB + 145 * MB)) < 1, "the last shard's bytes include the head");
 });
 
-test("a last node too small for the head plus one layer is refused with the head named", () => {
+test("the head goes to a node with room for it: the chain runs backwards if its last node has none; refused, naming the head, if no node has", () => {
   const MB = 1e6;
   const m: ModelPlacementInfo = { modelId: "big-head" as ModelId, layerCount: 4, sizeBytes: 4 * 100 * MB + 900 * MB, headBytes: 900 * MB };
-  const s = stateWith([
-    { ...node("a", 0), memoryAvailableBytes: 2000 * MB },
-    { ...node("b", 0), memoryAvailableBytes: 950 * MB },
-  ]);
-  const reason = place(s, m, 2);
+  const bytes = (name: string, freeMB: number): NodeInfo => ({ ...node(name, 0), memoryAvailableBytes: freeMB * MB });
+  // Most free first would put b (950 MB: no room for the 900 MB head and a 100 MB layer) last.
+  assert.deepEqual(place(stateWith([bytes("a", 2000), bytes("b", 950)]), m, 2), [["b", 0, 3], ["a", 3, 4]]);
+  const reason = place(stateWith([bytes("a", 980), bytes("b", 950)]), m, 2);
   assert.equal(typeof reason, "string");
   assert.match(String(reason), /output head/);
 });
