@@ -1,15 +1,16 @@
 // Where an instance's layers go. Pure: State and the model in, shards out; ids come from the caller.
 //
 // A node's free memory is what it last reported available minus what instances already placed on
-// it claim (model size × the share of layers its shards hold): an instance still loading has not
-// shown up in the node's report yet, and placing two models into the same free gigabytes would fail
-// at load time. Layers are split in proportion to free memory, every node holds ≥ 1 layer, and no
-// node is given more layers than fit. The output head (ModelPlacementInfo.headBytes: on a small
-// model as large as a dozen layers) sits on the last stage only, so that stage takes fewer layers:
-// its memory is counted right, and since decode time follows the bytes read, the stages also take
-// about equally long per token — the slowest stage sets a pipeline's pace. The fewest nodes (≥ minNodes) that fit win: every pipeline
-// stage adds a network hop per token. The chosen nodes are chained in the order whose links are
-// fastest (measured latency of the topology edges), since every token crosses each hop.
+// it claim (their shards' layers, and the output head on a last shard): an instance still loading
+// has not shown up in the node's report yet, and placing two models into the same free gigabytes
+// would fail at load time. Layers are split in proportion to free memory, every node holds ≥ 1
+// layer, and no node is given more layers than fit. The output head (ModelPlacementInfo.headBytes:
+// on a small model as large as a dozen layers) sits on the last stage only, so that stage takes
+// fewer layers: its memory is counted right, and since decode time follows the bytes read, the
+// stages take about equally long per token — the slowest stage sets a pipeline's pace. The fewest
+// nodes (≥ minNodes) that fit win: every pipeline stage adds a network hop per token. The chosen
+// nodes are chained in the order whose links are fastest (measured latency of the topology edges),
+// since every token crosses each hop.
 import { assert } from "../shared/assert.ts";
 import type { InstanceId, NodeId, RunnerId } from "../shared/ids.ts";
 import type { State } from "../shared/state.ts";
