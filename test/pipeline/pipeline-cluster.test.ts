@@ -9,7 +9,7 @@ import { join } from "node:path";
 import net from "node:net";
 import { GgmlType } from "../../src/engine/gguf/ggml-types.ts";
 import { Link } from "../../src/net/link.ts";
-import type { NodeId } from "../../src/shared/ids.ts";
+import type { NodeId, RunnerId } from "../../src/shared/ids.ts";
 import { silentLogger } from "../../src/shared/logger.ts";
 import { findTaskByCommandId } from "../../src/shared/state.ts";
 import type { Instance } from "../../src/shared/types.ts";
@@ -153,18 +153,29 @@ test("cancel during the prefill of a long prompt stops before any token, on ever
   }
 });
 
-test("SIGKILL of a later stage mid-generation fails every task in flight with the stage's name; after the restart the next request works", async () => {
-  const victim = split3.shards[2]!;
-  // Three tasks interleave on a 3-stage pipeline: the stage dies holding a slot of each.
-  const submitted = ["Keep talking.", "Keep going.", "Go on."].map((prompt) => cluster.submit("split3", greedy(prompt, 900)));
+/** Long greedy requests, once every one of them has streamed a chunk. */
+async function submitUnderWay(modelId: string, prompts: readonly string[]) {
+  const submitted = prompts.map((prompt) => cluster.submit(modelId, greedy(prompt, 900)));
   await cluster.waitFor(
     (s) =>
       submitted.every(({ commandId }) => {
         const task = findTaskByCommandId(s, commandId);
         return task !== undefined && taskEventsOf(task.taskId).some((e) => e.event.type === "ChunkGenerated");
       }),
-    "generation under way for all three",
+    `generation under way for all ${prompts.length}`,
   );
+  return submitted;
+}
+
+/** A new process for the killed runner, Ready in State. */
+async function waitForRestart(runnerId: RunnerId, oldPid: number): Promise<void> {
+  await cluster.waitFor((s) => cluster.runners.get(runnerId)?.pid !== oldPid && s.runners[runnerId]?.status.kind === "Ready", "the killed stage restarted", 60_000);
+}
+
+test("SIGKILL of a later stage mid-generation fails every task in flight with the stage's name; after the restart the next request works", async () => {
+  const victim = split3.shards[2]!;
+  // Three tasks interleave on a 3-stage pipeline: the stage dies holding a slot of each.
+  const submitted = await submitUnderWay("split3", ["Keep talking.", "Keep going.", "Go on."]);
   const oldPid = cluster.runners.get(victim.runnerId)!.pid!;
   process.kill(oldPid, "SIGKILL");
   for (const { result } of submitted) {
@@ -173,7 +184,7 @@ test("SIGKILL of a later stage mid-generation fails every task in flight with th
     assert.equal(task.failureCode, "runner_failed");
     assert.match(task.failureReason ?? "", new RegExp(`pipeline stage 3/3 on node ${victim.nodeId} is gone`));
   }
-  await cluster.waitFor((s) => cluster.runners.get(victim.runnerId)?.pid !== oldPid && s.runners[victim.runnerId]?.status.kind === "Ready", "the killed stage restarted", 60_000);
+  await waitForRestart(victim.runnerId, oldPid);
   await cluster.waitForCondition(stagesIdle(split3), "every stage Ready with no KV slot");
   const next = await cluster.submit("split3", greedy("Hello again.", 8)).result;
   assert.equal(next.task.status, "Complete", next.task.failureReason ?? "");
@@ -182,15 +193,7 @@ test("SIGKILL of a later stage mid-generation fails every task in flight with th
 
 test("SIGKILL of the first stage with three interleaved tasks fails each of them; the later stage frees their slots and the restarted pipeline serves", async () => {
   const victim = split2.shards[0]!;
-  const submitted = ["Keep talking.", "Keep going.", "Go on."].map((prompt) => cluster.submit("split2", greedy(prompt, 900)));
-  await cluster.waitFor(
-    (s) =>
-      submitted.every(({ commandId }) => {
-        const task = findTaskByCommandId(s, commandId);
-        return task !== undefined && taskEventsOf(task.taskId).some((e) => e.event.type === "ChunkGenerated");
-      }),
-    "generation under way for all three",
-  );
+  const submitted = await submitUnderWay("split2", ["Keep talking.", "Keep going.", "Go on."]);
   const oldPid = cluster.runners.get(victim.runnerId)!.pid!;
   process.kill(oldPid, "SIGKILL");
   for (const { result } of submitted) {
@@ -199,7 +202,7 @@ test("SIGKILL of the first stage with three interleaved tasks fails each of them
     assert.equal(task.failureCode, "runner_failed");
     assert.match(task.failureReason ?? "", /runner failed/);
   }
-  await cluster.waitFor((s) => cluster.runners.get(victim.runnerId)?.pid !== oldPid && s.runners[victim.runnerId]?.status.kind === "Ready", "the killed stage restarted", 60_000);
+  await waitForRestart(victim.runnerId, oldPid);
   await cluster.waitForCondition(stagesIdle(split2), "both stages Ready with no KV slot");
   const next = await cluster.submit("split2", greedy("Hello again.", 8)).result;
   assert.equal(next.task.status, "Complete", next.task.failureReason ?? "");
